@@ -1,0 +1,36 @@
+"""The small interface every backend implements.
+
+The encoder builds the language model's input embeddings itself (text token embeddings with image
+features scattered in at the ``<image>`` positions), so a backend only runs three model parts:
+
+    embed_tokens(ids)                      (B, L) int64  -> (B, L, D)
+    image_features(pixel_values, sizes)    per image     -> list of (n_i, D)
+    hidden_states(embeds, mask, positions) (B, L, D)     -> (B, L, D) final-norm hidden states
+
+Keeping the image-token merge outside the backends is what makes every backend immune to the
+out-of-vocabulary ``<image>`` id (DESIGN.md §2.2) and keeps batching/padding in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+
+class Backend(Protocol):
+    name: str
+    weights: str  # "fp32", "fp16", "bf16", "int8", "int4": recorded in embedding configs
+    device: torch.device
+    dtype: torch.dtype  # dtype of the embeddings the backend consumes and returns
+
+    @classmethod
+    def load(cls, components: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
+             lora: str | None = None) -> "Backend": ...
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+    def image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor, mode: str) -> list[torch.Tensor]: ...
+
+    def hidden_states(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                      position_ids: torch.Tensor) -> torch.Tensor: ...

@@ -1,0 +1,120 @@
+"""PyTorch backend: the Hugging Face LLaVA-NeXT base model without its lm_head.
+
+Runs only what an embedding needs (DESIGN.md §2.5): no lm_head (its logits are B x L x 128k floats),
+no ``output_hidden_states`` (every layer's states kept), no KV cache. CPU defaults to fp32 because
+bf16/fp16 GEMMs are several times slower on CPUs without native bf16; CUDA defaults to fp16 as the
+model card does (plain torch, untested here: no GPU).
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import torch
+
+from ..errors import ModelLoadError
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def resolve_device_dtype(device: str | None, dtype: str | torch.dtype | None) -> tuple[torch.device, torch.dtype]:
+    """CPU fp32 unless told otherwise; CUDA fp16 by default."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        return dev, torch.float16 if dev.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dev, dtype
+    try:
+        return dev, _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(_DTYPES)}") from None
+
+
+class TorchBackend:
+    """LLaVA-NeXT in PyTorch, base model only."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, device: torch.device, dtype: torch.dtype):
+        self.model = model  # transformers LlavaNextModel (vision tower, projector, language model)
+        self.device = device
+        self.dtype = dtype
+        self.weights = _NAMES.get(dtype, str(dtype))
+
+    @classmethod
+    def load(cls, components: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
+             lora: str | None = None) -> "TorchBackend":
+        from transformers import LlavaNextForConditionalGeneration
+
+        dev, dt = resolve_device_dtype(device, dtype)
+        try:
+            full = LlavaNextForConditionalGeneration.from_pretrained(components.path, dtype=dt)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load the model weights from {components.path}: {exc}") from exc
+        base = full.model
+        full.lm_head = None  # drop the head explicitly: an embedding model never needs logits
+        del full
+        gc.collect()
+        if lora is not None:
+            base = _apply_lora(base, lora)
+        base.to(dev).eval()
+        base.requires_grad_(False)
+        return cls(base, dev, dt)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @torch.inference_mode()
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        # (B, L) -> (B, L, D)
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    @torch.inference_mode()
+    def image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor, mode: str) -> list[torch.Tensor]:
+        """Projected image features per image: anyres (transformers' own packing) or the base view only."""
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        if mode == "base":
+            return self._base_view_features(pixel_values)
+        out = self.model.get_image_features(pixel_values, image_sizes.to(self.device))
+        features = out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5 / 4.x
+        return list(features)
+
+    def _base_view_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """576 features per image from the 336 px base view (no tiles, no newline tokens)."""
+        config = self.model.config
+        views = pixel_values[:, 0]  # (N, 3, 336, 336): the first view is the whole image resized
+        states = self.model.vision_tower(views, output_hidden_states=True).hidden_states
+        selected = states[config.vision_feature_layer]  # (N, 1 + 576, Dv)
+        if config.vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]  # drop CLS -> (N, 576, Dv)
+        projected = self.model.multi_modal_projector(selected)  # (N, 576, D)
+        return list(projected)
+
+    @torch.inference_mode()
+    def hidden_states(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                      position_ids: torch.Tensor) -> torch.Tensor:
+        # (B, L, D) -> (B, L, D): output of the final RMSNorm, as hidden_states[-1] of the full model
+        out = self.model.language_model(
+            inputs_embeds=embeds.to(self.device, self.dtype),
+            attention_mask=attention_mask.to(self.device),
+            position_ids=position_ids.to(self.device),
+            use_cache=False,
+        )
+        return out.last_hidden_state
+
+
+def _apply_lora(base: Any, lora: str) -> Any:
+    """Apply a peft LoRA adapter (trained by ``e5v train``) to the language model for inference."""
+    from ..errors import require
+
+    peft = require("peft", "train")
+    try:
+        wrapped = peft.PeftModel.from_pretrained(base.language_model, str(lora))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the LoRA adapter in {lora}: {exc}") from exc
+    base.language_model = wrapped.merge_and_unload()
+    return base

@@ -1,0 +1,68 @@
+"""Assemble one batch into language-model inputs and run it through a backend.
+
+The merge of image features into the token embeddings happens here, once, for every backend:
+image-marker ids are swapped for a valid id before the embedding lookup (the ``<image>`` id of e5-v
+lies outside the embedding table; those rows are overwritten by image features anyway), so user
+weights are never resized or mutated.
+
+Sequences are left-padded: the embedding is the state of the last real token, which then sits at
+position -1 for every row. Position ids restart at 0 on each row's first real token, so a row's
+positions (and therefore RoPE phases) are the same alone or in any batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .backends.base import Backend
+from .preprocess import Prepared
+
+
+@torch.inference_mode()
+def run_batch(backend: Backend, batch: list[Prepared], image_processor, image_token_id: int, pad_id: int,
+              image_mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (hidden (B, L, D), attention_mask (B, L), image_mask (B, L)) for the batch, left-padded."""
+    features = _image_features(backend, batch, image_processor, image_mode)
+    rows, image_rows = [], []
+    feature_iter = iter(features)
+    for item in batch:
+        ids = torch.tensor(item.ids, dtype=torch.long)  # (T,)
+        is_marker = ids == image_token_id
+        safe_ids = torch.where(is_marker, torch.full_like(ids, pad_id), ids)
+        embeds = backend.embed_tokens(safe_ids[None])[0]  # (T, D)
+        if item.image is None:
+            rows.append(embeds)
+            image_rows.append(torch.zeros(len(ids), dtype=torch.bool))
+            continue
+        feats = next(feature_iter).to(embeds.dtype)  # (n, D)
+        at = int(is_marker.nonzero()[0, 0])
+        rows.append(torch.cat([embeds[:at], feats, embeds[at + 1:]]))  # (T - 1 + n, D)
+        image_rows.append(torch.cat([torch.zeros(at, dtype=torch.bool), torch.ones(len(feats), dtype=torch.bool),
+                                     torch.zeros(len(ids) - at - 1, dtype=torch.bool)]))
+    embeds, mask, positions, image_mask = left_pad(rows, image_rows)
+    hidden = backend.hidden_states(embeds, mask, positions)  # (B, L, D)
+    return hidden, mask, image_mask
+
+
+def _image_features(backend: Backend, batch: list[Prepared], image_processor, image_mode: str) -> list[torch.Tensor]:
+    images = [p.image for p in batch if p.image is not None]
+    if not images:
+        return []
+    processed = image_processor(images, return_tensors="pt")
+    return backend.image_features(processed["pixel_values"], processed["image_sizes"], image_mode)
+
+
+def left_pad(rows: list[torch.Tensor], flags: list[torch.Tensor]):
+    """Stack (T_i, D) rows into (B, L, D) with left padding; masks and position ids to match."""
+    length = max(r.shape[0] for r in rows)
+    dim = rows[0].shape[1]
+    embeds = rows[0].new_zeros((len(rows), length, dim))  # (B, L, D)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)  # (B, L)
+    image_mask = torch.zeros((len(rows), length), dtype=torch.bool)  # (B, L)
+    for b, (row, flag) in enumerate(zip(rows, flags)):
+        t = row.shape[0]
+        embeds[b, length - t:] = row
+        mask[b, length - t:] = 1
+        image_mask[b, length - t:] = flag
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, L): 0 at each row's first real token
+    return embeds, mask, positions, image_mask

@@ -1,0 +1,254 @@
+"""``E5V``: load a model once, then embed text, images and image+text into one space.
+
+One data path for everything (CLI, server, store, Spark, eval):
+inputs -> prompts -> tokens -> length-sorted batches -> backend -> pooler -> normalise -> input order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .backends import backend_class
+from .batch import run_batch
+from .errors import InputError
+from .inputs import ImageLimits, Item, to_item
+from .loading import DEFAULT_MODEL, Components, load_components
+from .pooling import get_pooler
+from .preprocess import Prepared, plan_batches, prepare
+from .prompts import PromptSet, resolve_prompts
+
+IMAGE_MODES = ("anyres", "base")
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass
+class EncodeResult:
+    """Vectors plus what happened to each item (used by the store, server and Spark stage).
+
+    vectors:      (N, D) float32, rows in input order; rows of failed items are NaN.
+    errors:       input index -> message, for items that could not be embedded.
+    token_counts: input index -> sequence length fed to the model (image tokens included).
+    """
+
+    vectors: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)
+    token_counts: dict[int, int] = field(default_factory=dict)
+
+
+class E5V:
+    """A universal multimodal embedding model (E5-V).
+
+    Example:
+        >>> m = E5V.from_pretrained("royokong/e5-v")           # or a local directory
+        >>> v = m.encode(["a dog", Path("cat.jpg"), {"image": img, "text": "make it red"}])
+        >>> m.similarity(v[:1], v[1:])
+    """
+
+    def __init__(self, components: Components, backend: Any, *, image_mode: str = "anyres",
+                 prompt: str | PromptSet | None = None, instruction: str | None = None, pooling: str = "last",
+                 image_limits: ImageLimits = ImageLimits()):
+        if image_mode not in IMAGE_MODES:
+            raise ValueError(f"unknown image_mode {image_mode!r}; choose one of {IMAGE_MODES}")
+        self.components = components
+        self.backend = backend
+        self.image_mode = image_mode
+        self.prompt = prompt
+        self.instruction = instruction
+        self.prompts = resolve_prompts(prompt, instruction)
+        self.pooler = get_pooler(pooling)
+        self.image_limits = image_limits
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, *, backend: str | None = None,
+                        device: str | None = None, dtype: str | torch.dtype | None = None,
+                        image_mode: str = "anyres", prompt: str | PromptSet | None = None,
+                        instruction: str | None = None, pooling: str = "last", revision: str | None = None,
+                        lora: str | os.PathLike | None = None, max_pixels: int | None = None) -> "E5V":
+        """Load an E5-V model from a Hugging Face id or a local directory.
+
+        Args:
+            model: HF id (default ``royokong/e5-v``) or a directory (a checkpoint or an ``e5v export``).
+            backend: "torch" or "openvino"; None detects an exported OpenVINO directory, else torch.
+            device, dtype: torch backend only; CPU fp32 by default, CUDA fp16.
+            image_mode: "anyres" (faithful: base view + up to 4 tiles) or "base" (one 336 px view, ~5x cheaper).
+            prompt: a named prompt set (see ``e5v.prompts.NAMED_PROMPTS``) or a ``PromptSet``.
+            instruction: replaces the one-word instruction of the text and image prompts.
+            lora: a LoRA adapter directory from ``e5v train``, applied for inference.
+            max_pixels: refuse images with more pixels (decompression-bomb guard).
+        """
+        components = load_components(model, revision)
+        name = backend or detect_backend(components.path)
+        backend_obj = backend_class(name).load(components, device=device, dtype=dtype,
+                                               lora=str(lora) if lora is not None else None)
+        limits = ImageLimits(max_pixels=max_pixels) if max_pixels else ImageLimits()
+        return cls(components, backend_obj, image_mode=image_mode, prompt=prompt, instruction=instruction,
+                   pooling=pooling, image_limits=limits)
+
+    # ----------------------------------------------------------------- encoding
+    def encode(self, inputs: Any, *, batch_size: int = 8, normalize: bool = True, instruction: str | None = None,
+               prompt: str | PromptSet | None = None, image_mode: str | None = None,
+               show_progress_bar: bool | None = None, on_error: str = "raise") -> np.ndarray:
+        """Embed a list of items; returns float32 (N, D), rows in input order.
+
+        Items: ``str`` -> text; ``PIL.Image`` / ``Path`` / ``bytes`` -> image; ``{"image", "text"}`` -> composed.
+        ``on_error="raise"`` (default) raises InputError naming the first bad item; ``"skip"`` returns
+        NaN rows for bad items and emits one warning listing them (use ``encode_with_details`` for the
+        messages).
+        """
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}")
+        result = self.encode_with_details(inputs, batch_size=batch_size, normalize=normalize,
+                                          instruction=instruction, prompt=prompt, image_mode=image_mode,
+                                          show_progress_bar=show_progress_bar, raise_on_error=on_error == "raise")
+        if result.errors:
+            listing = "; ".join(f"input {i}: {m}" for i, m in sorted(result.errors.items())[:5])
+            warnings.warn(f"{len(result.errors)} input(s) could not be embedded (NaN rows): {listing}", stacklevel=2)
+        return result.vectors
+
+    def encode_with_details(self, inputs: Any, *, batch_size: int = 8, normalize: bool = True,
+                            instruction: str | None = None, prompt: str | PromptSet | None = None,
+                            image_mode: str | None = None, show_progress_bar: bool | None = None,
+                            raise_on_error: bool = False) -> EncodeResult:
+        """Like ``encode`` but never stops at a bad item (unless asked): returns vectors, errors, token counts."""
+        raw = _as_list(inputs)
+        mode = image_mode or self.image_mode
+        if mode not in IMAGE_MODES:
+            raise ValueError(f"unknown image_mode {mode!r}; choose one of {IMAGE_MODES}")
+        prompts = self.prompts if instruction is None and prompt is None else resolve_prompts(
+            prompt if prompt is not None else self.prompt, instruction if instruction is not None else self.instruction)
+        vectors = np.full((len(raw), self.embedding_dim), np.nan, dtype=np.float32)
+        errors: dict[int, str] = {}
+        prepared = self._prepare(raw, prompts, mode, errors, raise_on_error)
+        batches = plan_batches(prepared, batch_size)
+        c = self.components
+        for batch in _progress(batches, show_progress_bar, len(prepared)):
+            hidden, mask, image_mask = run_batch(self.backend, batch, c.image_processor, c.image_token_id,
+                                                 c.tokenizer.pad_token_id, mode)
+            pooled = self.pooler(hidden, mask, image_mask).float()  # (B, D)
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            vectors[[p.index for p in batch]] = pooled.cpu().numpy()
+        counts = {p.index: p.length for p in prepared}
+        return EncodeResult(vectors=vectors, errors=errors, token_counts=counts)
+
+    def _prepare(self, raw: list, prompts: PromptSet, mode: str, errors: dict[int, str],
+                 raise_on_error: bool) -> list[Prepared]:
+        c = self.components
+        vision = c.config.vision_config
+        prepared = []
+        for index, obj in enumerate(raw):
+            try:
+                item = to_item(obj, index, self.image_limits)
+                prepared += prepare([item], prompts, c.family, c.tokenizer, c.image_token_id, c.max_length, mode,
+                                    c.config.image_grid_pinpoints, vision.image_size, vision.patch_size, [index])
+            except InputError as exc:
+                if raise_on_error:
+                    raise
+                errors[index] = exc.reason
+        return prepared
+
+    def encode_text(self, texts: Iterable[str], **kwargs) -> np.ndarray:
+        """Embed texts with the text prompt. Each element must be a string."""
+        texts = _as_list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InputError(f"encode_text expects strings, got {type(t).__name__}", i)
+        return self.encode(texts, **kwargs)
+
+    def encode_image(self, images: Iterable[Any], **kwargs) -> np.ndarray:
+        """Embed images (PIL images, paths or bytes; str is read as a path) with the image prompt."""
+        items = [{"image": os.fspath(x) if isinstance(x, str) else x} for x in _as_list(images)]
+        items = [{"image": _path_or(x["image"])} for x in items]
+        return self.encode(items, **kwargs)
+
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine similarity matrix (N, M) between two sets of vectors."""
+        a = np.atleast_2d(np.asarray(a, dtype=np.float32))
+        b = np.atleast_2d(np.asarray(b, dtype=np.float32))
+        a = a / np.clip(np.linalg.norm(a, axis=1, keepdims=True), 1e-12, None)
+        b = b / np.clip(np.linalg.norm(b, axis=1, keepdims=True), 1e-12, None)
+        return a @ b.T
+
+    # ----------------------------------------------------------------- facts
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.components.config.text_config.hidden_size)
+
+    @property
+    def tokenizer(self):
+        return self.components.tokenizer
+
+    @property
+    def processor(self):
+        """The repaired LlavaNextProcessor (patch_size etc. filled in), for users who need it."""
+        return self.components.processor
+
+    def embedding_config(self, instruction: str | None = None, image_mode: str | None = None) -> dict:
+        """What determines the vector space; stores and servers refuse to mix vectors across configs."""
+        prompts = resolve_prompts(self.prompt, instruction) if instruction is not None else self.prompts
+        return {
+            "model": self.components.model_id,
+            "revision": self.components.revision,
+            "backend": self.backend.name,
+            "weights": self.backend.weights,
+            "prompt_family": self.components.family,
+            "prompts": {"text": prompts.text, "image": prompts.image, "composed": prompts.composed},
+            "image_mode": image_mode or self.image_mode,
+            "pooling": self.pooler.name,
+            "dim": self.embedding_dim,
+            "e5v_version": __version__,
+        }
+
+    def __repr__(self) -> str:
+        return (f"E5V(model={self.components.model_id!r}, backend={self.backend.name!r}, "
+                f"weights={self.backend.weights!r}, image_mode={self.image_mode!r}, dim={self.embedding_dim})")
+
+
+def detect_backend(path) -> str:
+    """An ``e5v export`` directory (it has an ``e5v_manifest.json``) uses OpenVINO; anything else torch."""
+    from pathlib import Path
+
+    return "openvino" if (Path(path) / "e5v_manifest.json").is_file() else "torch"
+
+
+def _as_list(inputs: Any) -> list:
+    from pathlib import Path
+
+    from PIL import Image
+
+    if isinstance(inputs, (str, bytes, Path, Image.Image, dict, Item)):
+        return [inputs]
+    try:
+        return list(inputs)
+    except TypeError:
+        raise InputError(f"expected a list of inputs, got {type(inputs).__name__}") from None
+
+
+def _path_or(x: Any) -> Any:
+    from pathlib import Path
+
+    return Path(x) if isinstance(x, str) else x
+
+
+def _progress(batches: list, show: bool | None, total_items: int):
+    """Batches under a progress bar counting items; shown by default on a terminal with >1 batch."""
+    if show is None:
+        show = len(batches) > 1 and sys.stderr.isatty()
+    if not show:
+        yield from batches
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total_items, unit="item", desc="embedding") as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))

@@ -1,0 +1,120 @@
+"""Item -> prompt token ids (with one ``<image>`` marker per image) and an estimated sequence length.
+
+Token ids are produced by tokenizing the full rendered prompt once, exactly as the reference recipe
+does; the single ``<image>`` id is expanded to the image's feature count later, at assembly, from the
+features the vision tower actually returned. Overlong text is truncated inside the text slot only,
+so the template around it (and the last token, whose state is the embedding) stays intact.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .errors import InputError
+from .inputs import Item
+from .prompts import PromptSet, render, split_around_text
+
+
+@dataclass
+class Prepared:
+    """One item ready for batching."""
+
+    index: int  # position in the caller's list
+    ids: list[int]  # prompt token ids; image items hold one image-token marker
+    image: Image.Image | None
+    image_tokens: int  # estimated number of image features (0 for text)
+
+    @property
+    def length(self) -> int:
+        """Estimated sequence length after expanding the image marker."""
+        return len(self.ids) + max(self.image_tokens - 1, 0)
+
+
+def anyres_feature_count(height: int, width: int, pinpoints: list[list[int]], view: int = 336, patch: int = 14) -> int:
+    """Number of LLaVA-NeXT anyres image features (base view + unpadded tiles + newlines), CLS excluded.
+
+    Mirrors transformers' packing (select_best_resolution, unpad_image, one newline per feature row);
+    tests check it against the features the model really returns.
+    """
+    from transformers.image_processing_utils import select_best_resolution
+
+    best_h, best_w = select_best_resolution((height, width), pinpoints)
+    side = view // patch  # features per view side (24)
+    cur_h, cur_w = side * (best_h // view), side * (best_w // view)
+    if width / height > cur_w / cur_h:
+        new_h = int(round(height * (cur_w / width), 7))
+        cur_h -= 2 * ((cur_h - new_h) // 2)
+    else:
+        new_w = int(round(width * (cur_h / height), 7))
+        cur_w -= 2 * ((cur_w - new_w) // 2)
+    return side * side + cur_h * cur_w + cur_h
+
+
+def image_token_count(image: Image.Image, mode: str, pinpoints: list[list[int]], view: int = 336, patch: int = 14) -> int:
+    """Estimated feature count of one image in ``mode`` ("anyres" or "base")."""
+    if mode == "base":
+        return (view // patch) ** 2
+    width, height = image.size
+    return anyres_feature_count(height, width, pinpoints, view, patch)
+
+
+def prepare(items: list[Item], prompts: PromptSet, family: str, tokenizer, image_token_id: int,
+            max_length: int, image_mode: str, pinpoints: list[list[int]], view: int = 336,
+            patch: int = 14, indices: list[int] | None = None) -> list[Prepared]:
+    """Tokenize every item's prompt; truncate overlong text with a warning naming the item."""
+    indices = indices if indices is not None else list(range(len(items)))
+    out = []
+    for index, item in zip(indices, items):
+        n_image = image_token_count(item.image, image_mode, pinpoints, view, patch) if item.image is not None else 0
+        ids = _tokenize(item, index, prompts, family, tokenizer, image_token_id, max_length, n_image)
+        out.append(Prepared(index=index, ids=ids, image=item.image, image_tokens=n_image))
+    return out
+
+
+def _tokenize(item: Item, index: int, prompts: PromptSet, family: str, tokenizer, image_token_id: int,
+              max_length: int, n_image: int) -> list[int]:
+    text = item.text
+    prompt = render(item.kind, prompts, family, text=text)
+    encoded = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=text is not None)
+    ids = list(encoded["input_ids"])
+    markers = sum(1 for t in ids if t == image_token_id)
+    expected = 1 if item.image is not None else 0
+    if markers != expected:
+        raise InputError(
+            f"the prompt has {markers} '<image>' tokens but the item has {expected} image(s); "
+            "text must not contain the literal '<image>'",
+            index,
+        )
+    excess = len(ids) + max(n_image - 1, 0) - max_length
+    if excess <= 0:
+        return ids
+    if text is None:
+        raise InputError(f"the image needs {n_image} tokens, more than the model's limit of {max_length}", index)
+    # Drop text tokens from the end of the text slot, keeping the template intact.
+    before, _ = split_around_text(item.kind, prompts, family)
+    start, end = len(before), len(before) + len(text)
+    inside = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if a >= start and b <= end and b > a]
+    if len(inside) <= excess:
+        raise InputError(f"the prompt does not fit in the model's limit of {max_length} tokens even without its text", index)
+    drop = set(inside[len(inside) - excess:])
+    warnings.warn(
+        f"input {index}: text is {len(inside)} tokens; truncated by {excess} to fit the model's limit of {max_length}",
+        stacklevel=4,
+    )
+    return [t for i, t in enumerate(ids) if i not in drop]
+
+
+def plan_batches(prepared: list[Prepared], batch_size: int) -> list[list[Prepared]]:
+    """Sort by estimated length, longest first (memory errors surface in the first batch), and chunk."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    ordered = sorted(prepared, key=lambda p: -p.length)
+    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)] if ordered else []
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
