@@ -220,3 +220,18 @@ def sample_images(seed: int = 0):
             draw.ellipse([x0, y0, x0 + size[0] // 4, y0 + size[1] // 4], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
         images[name] = image
     return images
+
+
+#: Vocabulary of the benchmark model: scaled with depth so the lm_head keeps its ~7% share of compute
+#: (8B: 128256 x 4096 head vs 32 layers of ~218M MACs/token; 2 layers -> ~8k tokens).
+BENCH_VOCAB = 8192
+
+
+def make_bench_model(path: str | Path, seed: int = 0) -> Path:
+    """E5-V's real layer shapes (Llama-3-8B widths, CLIP-L tower) with every depth scaled by the same
+    factor: 2 of 32 decoder layers, 2 of 24 vision layers, vocabulary scaled to keep the lm_head share.
+    Each part's share of the compute matches the 8B model's. Used by bench/ scripts (~2 GB fp32)."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file():
+        return path
+    return make_tiny_model(path, seed=seed, shape="e5v", text_layers=2, vision_layers=2, vocab_size=BENCH_VOCAB)

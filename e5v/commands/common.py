@@ -1,0 +1,55 @@
+"""Options and helpers shared by subcommands (model loading, errors), so each command stays thin."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import click
+
+from ..errors import E5VError
+
+
+def model_options(f: Callable) -> Callable:
+    """--model/--backend/--device/--image-mode/--instruction/--lora, the same on every command."""
+    options = [
+        click.option("--model", "-m", default="royokong/e5-v", show_default=True,
+                     help="Hugging Face id or local directory (checkpoint or `e5v export` output)."),
+        click.option("--backend", type=click.Choice(["torch", "openvino"]), default=None,
+                     help="Default: openvino for an exported directory, else torch."),
+        click.option("--device", default=None, help="torch device (default: cpu, or cuda when available)."),
+        click.option("--dtype", default=None, help="torch dtype: fp32 (CPU default), fp16 (CUDA default), bf16."),
+        click.option("--image-mode", type=click.Choice(["anyres", "base"]), default="anyres", show_default=True,
+                     help="anyres: faithful (base view + tiles); base: one 336 px view, ~5x fewer image tokens."),
+        click.option("--instruction", default=None, help="Replace the one-word instruction of text/image prompts."),
+        click.option("--lora", default=None, type=click.Path(exists=True, file_okay=False),
+                     help="LoRA adapter directory from `e5v train`."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def load_model(model: str, backend: str | None, device: str | None, dtype: str | None, image_mode: str,
+               instruction: str | None, lora: str | None, **_: Any):
+    """Load E5V from the shared options; turn e5v errors into clean CLI errors."""
+    from ..encoder import E5V
+
+    try:
+        return E5V.from_pretrained(model, backend=backend, device=device, dtype=dtype, image_mode=image_mode,
+                                   instruction=instruction, lora=lora)
+    except E5VError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def friendly_errors(f: Callable) -> Callable:
+    """Show e5v errors as one-line CLI errors instead of tracebacks."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except E5VError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
