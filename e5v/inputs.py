@@ -147,7 +147,7 @@ def _open(source: Any, index: int | None) -> Image.Image:
     except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InputError(f"not a readable image ({_describe(source)}): {exc}", index) from None
     except OSError as exc:
-        raise InputError(f"cannot open image ({_describe(source)}): {exc}", index) from None
+        raise InputError(f"not a readable image ({_describe(source)}): {exc}", index) from None
 
 
 def _check_size(image: Image.Image, index: int | None, limits: ImageLimits) -> None:

@@ -49,7 +49,10 @@ class TorchBackend:
              lora: str | None = None) -> "TorchBackend":
         from transformers import LlavaNextForConditionalGeneration
 
+        from transformers.utils import logging as hf_logging
+
         dev, dt = resolve_device_dtype(device, dtype)
+        hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown CLI output
         try:
             full = LlavaNextForConditionalGeneration.from_pretrained(components.path, dtype=dt)
         except Exception as exc:

@@ -1,0 +1,83 @@
+"""Batch invariance (left padding, position ids), order restoration, and the right-padding pitfall."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e5v.pooling import LastTokenPooler
+
+
+def _mixed(images):
+    return [
+        "short",
+        images["red square"],
+        "a much longer sentence about two people riding bicycles down a very busy street at dusk",
+        {"image": images["blue tall"], "text": "make it green"},
+        "mid length caption here",
+        images["yellow small"],
+        images["green wide"],
+        "x",
+        {"image": images["yellow small"], "text": "a longer modification text that adds many tokens to it"},
+        "the end",
+    ]
+
+
+@pytest.fixture(scope="module")
+def singles(model, images):
+    return np.stack([model.encode([item], batch_size=1)[0] for item in _mixed(images)])
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_batch_invariance(model, images, singles, batch_size):
+    vectors = model.encode(_mixed(images), batch_size=batch_size)
+    cos = (vectors * singles).sum(axis=1)
+    assert cos.min() >= 0.9999, cos
+    assert np.isfinite(vectors).all()
+
+
+def test_order_is_restored(model, images, singles):
+    items = _mixed(images)
+    perm = np.random.default_rng(1).permutation(len(items))
+    vectors = model.encode([items[i] for i in perm], batch_size=4)
+    assert np.allclose(vectors, singles[perm], atol=1e-4)
+
+
+def test_rows_are_unit_norm_float32(model, images):
+    vectors = model.encode(_mixed(images), batch_size=4)
+    assert vectors.dtype == np.float32 and vectors.shape == (10, model.embedding_dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_right_padded_last_index_reads_pad_but_pooler_does_not():
+    """Pitfall 1: hidden[:, -1] of a right-padded batch is a pad state; the pooler takes the last real token."""
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])  # row 0 right-padded
+    pooled = LastTokenPooler()(hidden, mask)
+    assert torch.equal(pooled[0], hidden[0, 1])
+    assert torch.equal(pooled[1], hidden[1, 3])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert torch.equal(LastTokenPooler()(hidden, left)[0], hidden[0, 3])
+
+
+def test_reference_recipe_with_right_padding_is_wrong(reference):
+    """Document why: the recipe batched with right padding gives a different vector for the short text."""
+    from reference import TEXT
+
+    proc = reference.processor
+    proc.tokenizer.pad_token = proc.tokenizer.eos_token
+    proc.tokenizer.padding_side = "right"
+    texts = ["hi", "a much longer sentence about two people riding bicycles"]
+    inputs = proc(text=[TEXT.replace("<sent>", t) for t in texts], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = reference.model(**inputs, output_hidden_states=True).hidden_states[-1][:, -1]
+    batched = torch.nn.functional.normalize(out[0], dim=-1).numpy()
+    alone = reference.embed(text="hi")
+    assert float(batched @ alone) < 0.99
+
+
+def test_progress_bar_counts_items(model, capsys):
+    model.encode(["a", "b c", "d e f"], batch_size=1, show_progress_bar=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err
