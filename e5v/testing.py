@@ -231,7 +231,17 @@ def make_bench_model(path: str | Path, seed: int = 0) -> Path:
     """E5-V's real layer shapes (Llama-3-8B widths, CLIP-L tower) with every depth scaled by the same
     factor: 2 of 32 decoder layers, 2 of 24 vision layers, vocabulary scaled to keep the lm_head share.
     Each part's share of the compute matches the 8B model's. Used by bench/ scripts (~2 GB fp32)."""
+    import os
+    import shutil
+
     path = Path(path)
-    if (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file():
+    if (path / "config.json").is_file():
         return path
-    return make_tiny_model(path, seed=seed, shape="e5v", text_layers=2, vision_layers=2, vocab_size=BENCH_VOCAB)
+    # Build beside the target and rename: concurrent benchmark runs never see a half-written model.
+    staging = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    make_tiny_model(staging, seed=seed, shape="e5v", text_layers=2, vision_layers=2, vocab_size=BENCH_VOCAB)
+    try:
+        os.rename(staging, path)
+    except OSError:  # another process won the race; use its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
