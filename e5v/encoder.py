@@ -165,9 +165,7 @@ class E5V:
 
     def encode_image(self, images: Iterable[Any], **kwargs) -> np.ndarray:
         """Embed images (PIL images, paths or bytes; str is read as a path) with the image prompt."""
-        items = [{"image": os.fspath(x) if isinstance(x, str) else x} for x in _as_list(images)]
-        items = [{"image": _path_or(x["image"])} for x in items]
-        return self.encode(items, **kwargs)
+        return self.encode([{"image": _path_or(x)} for x in _as_list(images)], **kwargs)
 
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:

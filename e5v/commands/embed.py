@@ -93,15 +93,20 @@ def similarity(texts, images, composed, as_json, **model_kw) -> None:
 
 
 def print_matrix(labels: list[str], matrix: np.ndarray, title: str | None = None) -> None:
-    """A readable similarity table (rich)."""
+    """A readable similarity table (rich): rows labelled, columns numbered, sized to fit its content."""
     from rich.console import Console
     from rich.table import Table
 
-    short = [label if len(label) <= 28 else label[:25] + "..." for label in labels]
-    table = Table(title=title, show_lines=False)
-    table.add_column("")
+    short = [label if len(label) <= 34 else label[:31] + "..." for label in labels]
+    table = Table(title=title, show_lines=False, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("input", no_wrap=True)
     for i in range(len(short)):
-        table.add_column(str(i), justify="right")
+        table.add_column(str(i), justify="right", no_wrap=True)
     for i, label in enumerate(short):
-        table.add_row(f"{i} {label}", *[f"{x:+.3f}" for x in matrix[i]])
-    Console().print(table)
+        table.add_row(str(i), label, *[f"{x:+.2f}" for x in matrix[i]])
+    width = 12 + max(len(s) for s in short) + 8 * len(short)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(width, 80))
+    console.print(table)

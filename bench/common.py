@@ -1,0 +1,42 @@
+"""Shared benchmark plumbing: run each configuration in its own process for a clean peak RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_MODEL = Path(os.environ.get("E5V_BENCH_MODEL", "/tmp/e5v-bench-model"))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(script: str, config: str, *args: str) -> dict:
+    """Run ``script --worker config`` in a fresh interpreter and parse its last stdout line as JSON."""
+    cmd = [sys.executable, script, "--worker", config, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {config} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(fn, repeat: int = 1) -> float:
+    """Best wall time of ``repeat`` runs of fn() (after the caller's warm-up)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def machine_note() -> str:
+    load = os.getloadavg()[0]
+    return f"{os.cpu_count()} cores, load average {load:.1f} at start"
