@@ -1,0 +1,68 @@
+"""``POST /v1/search`` (enabled by ``--db``): query a store built by ``e5v index`` with text, an image or both.
+
+Body: ``{"query": "text" | {"image": "data:..."} | {"image": ..., "text": ...}, "k": 10, "where": null,
+"kind": null}``. The store embeds the query with the same model; that call runs on the model thread
+between batches (``Batcher.run_exclusive``), so searches and embeddings never use the model at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from .errors import APIError
+from .schemas import parse_query
+
+MAX_K = 1000
+
+
+def open_store(db: str, model: Any) -> Any:
+    from ..store import Store
+
+    return Store.open(db, model)
+
+
+def add_search_route(app: FastAPI, state: Any) -> None:
+    from .app import read_json, resolve_items
+
+    @app.post("/v1/search")
+    async def search(request: Request) -> JSONResponse:
+        state.require_ready()
+        body = await read_json(request, state)
+        if not isinstance(body, dict) or "query" not in body:
+            raise APIError(400, "the body must be a JSON object with a 'query'", "invalid_request", "query")
+        state.check_model_name(body.get("model"))
+        k = body.get("k", 10)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise APIError(400, f"k must be an integer from 1 to {MAX_K}", "invalid_request", "k")
+        where, kind = body.get("where"), body.get("kind")
+        for name, value in (("where", where), ("kind", kind)):
+            if value is not None and not isinstance(value, str):
+                raise APIError(400, f"'{name}' must be a string", "invalid_request", name)
+        raw = parse_query(body["query"], state.config.limits)
+        (query,) = await resolve_items([raw], state)
+        try:
+            hits = await state.batcher.run_exclusive(lambda: state.store.search(query, k=k, where=where, kind=kind))
+        except ValueError as exc:  # InputError and store-side validation (bad filter, unknown kind)
+            raise APIError(400, f"search failed: {exc}", "invalid_request") from None
+        data = [{"object": "search_result", "rank": i, **_jsonable(hit)} for i, hit in enumerate(hits)]
+        return JSONResponse({"object": "list", "data": data, "model": state.name})
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays and NaN from a store row -> plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
