@@ -33,7 +33,8 @@ ON_ERROR = ("raise", "skip")
 class EncodeResult:
     """Vectors plus what happened to each item (used by the store, server and Spark stage).
 
-    vectors:      (N, D) float32, rows in input order; rows of failed items are NaN.
+    vectors:      (N, D) float32, rows in input order; rows of failed items are NaN. For multi-vector
+                  pooling ("tokens"): a list of (T_i, D) arrays, None for failed items.
     errors:       input index -> message, for items that could not be embedded.
     token_counts: input index -> sequence length fed to the model (image tokens included).
     """
@@ -95,19 +96,22 @@ class E5V:
     # ----------------------------------------------------------------- encoding
     def encode(self, inputs: Any, *, batch_size: int = 8, normalize: bool = True, instruction: str | None = None,
                prompt: str | PromptSet | None = None, image_mode: str | None = None,
-               show_progress_bar: bool | None = None, on_error: str = "raise") -> np.ndarray:
+               show_progress_bar: bool | None = None, on_error: str = "raise",
+               pooling: str | None = None) -> np.ndarray | list:
         """Embed a list of items; returns float32 (N, D), rows in input order.
 
         Items: ``str`` -> text; ``PIL.Image`` / ``Path`` / ``bytes`` -> image; ``{"image", "text"}`` -> composed.
         ``on_error="raise"`` (default) raises InputError naming the first bad item; ``"skip"`` returns
         NaN rows for bad items and emits one warning listing them (use ``encode_with_details`` for the
-        messages).
+        messages). ``pooling`` overrides the model's pooler for this call; ``"tokens"`` returns a list of
+        (T_i, D) arrays (None for failed items) instead of one matrix.
         """
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}")
         result = self.encode_with_details(inputs, batch_size=batch_size, normalize=normalize,
                                           instruction=instruction, prompt=prompt, image_mode=image_mode,
-                                          show_progress_bar=show_progress_bar, raise_on_error=on_error == "raise")
+                                          show_progress_bar=show_progress_bar, raise_on_error=on_error == "raise",
+                                          pooling=pooling)
         if result.errors:
             listing = "; ".join(f"input {i}: {m}" for i, m in sorted(result.errors.items())[:5])
             warnings.warn(f"{len(result.errors)} input(s) could not be embedded (NaN rows): {listing}", stacklevel=2)
@@ -116,7 +120,7 @@ class E5V:
     def encode_with_details(self, inputs: Any, *, batch_size: int = 8, normalize: bool = True,
                             instruction: str | None = None, prompt: str | PromptSet | None = None,
                             image_mode: str | None = None, show_progress_bar: bool | None = None,
-                            raise_on_error: bool = False) -> EncodeResult:
+                            raise_on_error: bool = False, pooling: str | None = None) -> EncodeResult:
         """Like ``encode`` but never stops at a bad item (unless asked): returns vectors, errors, token counts."""
         raw = _as_list(inputs)
         mode = image_mode or self.image_mode
@@ -124,7 +128,9 @@ class E5V:
             raise ValueError(f"unknown image_mode {mode!r}; choose one of {IMAGE_MODES}")
         prompts = self.prompts if instruction is None and prompt is None else resolve_prompts(
             prompt if prompt is not None else self.prompt, instruction if instruction is not None else self.instruction)
-        vectors = np.full((len(raw), self.embedding_dim), np.nan, dtype=np.float32)
+        pooler = self.pooler if pooling is None else get_pooler(pooling)
+        vectors: Any = [None] * len(raw) if pooler.multi_vector else np.full(
+            (len(raw), self.embedding_dim), np.nan, dtype=np.float32)
         errors: dict[int, str] = {}
         prepared = self._prepare(raw, prompts, mode, errors, raise_on_error)
         batches = plan_batches(prepared, batch_size)
@@ -132,7 +138,13 @@ class E5V:
         for batch in _progress(batches, show_progress_bar, len(prepared)):
             hidden, mask, image_mask = run_batch(self.backend, batch, c.image_processor, c.image_token_id,
                                                  c.tokenizer.pad_token_id, mode)
-            pooled = self.pooler(hidden, mask, image_mask).float()  # (B, D)
+            pooled = pooler(hidden, mask, image_mask)  # (B, D), or B x (T_b, D) for multi-vector poolers
+            if pooler.multi_vector:
+                for p, tokens in zip(batch, pooled):
+                    tokens = tokens.float()
+                    vectors[p.index] = (torch.nn.functional.normalize(tokens, dim=-1) if normalize else tokens).cpu().numpy()
+                continue
+            pooled = pooled.float()
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             vectors[[p.index for p in batch]] = pooled.cpu().numpy()
@@ -190,7 +202,8 @@ class E5V:
         """The repaired LlavaNextProcessor (patch_size etc. filled in), for users who need it."""
         return self.components.processor
 
-    def embedding_config(self, instruction: str | None = None, image_mode: str | None = None) -> dict:
+    def embedding_config(self, instruction: str | None = None, image_mode: str | None = None,
+                         pooling: str | None = None) -> dict:
         """What determines the vector space; stores and servers refuse to mix vectors across configs."""
         prompts = resolve_prompts(self.prompt, instruction) if instruction is not None else self.prompts
         return {
@@ -201,7 +214,7 @@ class E5V:
             "prompt_family": self.components.family,
             "prompts": {"text": prompts.text, "image": prompts.image, "composed": prompts.composed},
             "image_mode": image_mode or self.image_mode,
-            "pooling": self.pooler.name,
+            "pooling": pooling or self.pooler.name,
             "dim": self.embedding_dim,
             "e5v_version": __version__,
         }
@@ -212,10 +225,16 @@ class E5V:
 
 
 def detect_backend(path) -> str:
-    """An ``e5v export`` directory (it has an ``e5v_manifest.json``) uses OpenVINO; anything else torch."""
+    """An ``e5v export`` directory (it has an ``e5v_manifest.json``) uses OpenVINO; anything else torch.
+
+    A directory with IR parts but no manifest is an interrupted export: routed to OpenVINO too, whose
+    manifest check then says so (instead of torch complaining about missing weights).
+    """
     from pathlib import Path
 
-    return "openvino" if (Path(path) / "e5v_manifest.json").is_file() else "torch"
+    path = Path(path)
+    exported = (path / "e5v_manifest.json").is_file() or (path / "language.xml").is_file()
+    return "openvino" if exported else "torch"
 
 
 def _as_list(inputs: Any) -> list:

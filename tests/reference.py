@@ -38,3 +38,14 @@ class Reference:
             inputs = self.processor(text=[prompt], return_tensors="pt")
         out = self.model(**inputs, output_hidden_states=True, return_dict=True)
         return F.normalize(out.hidden_states[-1][0, -1].float(), dim=-1).numpy()
+
+    @torch.no_grad()
+    def hidden(self, text=None, image=None, template=None):
+        """All final hidden states (T, D) of one item and its input ids, for pooling references."""
+        if template is None:
+            template = COMPOSED if (text is not None and image is not None) else IMAGE if image is not None else TEXT
+        prompt = template.replace("<sent>", text) if text is not None else template
+        kwargs = {"images": [image]} if image is not None else {}
+        inputs = self.processor(text=[prompt], return_tensors="pt", **kwargs)
+        out = self.model(**inputs, output_hidden_states=True, return_dict=True)
+        return out.hidden_states[-1][0].float(), inputs["input_ids"][0]
