@@ -4,6 +4,7 @@
     ├── InputError (ValueError)   one input item cannot be embedded; ``.index`` names which
     ├── ModelLoadError (OSError)   the model cannot be found, loaded, or is inconsistent
     ├── ConfigMismatchError       stored vectors were made with another embedding config
+    ├── StoreError                a vector store cannot be opened or written (foreign, corrupt, read-only, busy)
     └── MissingExtraError (ImportError)  an optional dependency is not installed
 
 ``InputError`` subclasses ``ValueError`` so that ``except ValueError`` written for other libraries
@@ -33,6 +34,10 @@ class ModelLoadError(E5VError, OSError):
 
 class ConfigMismatchError(E5VError):
     """Vectors made under one embedding configuration must not be mixed with another's."""
+
+
+class StoreError(E5VError):
+    """A vector store directory is foreign, corrupted, read-only, or being written by another process."""
 
 
 class MissingExtraError(E5VError, ImportError):
