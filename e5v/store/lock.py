@@ -1,0 +1,50 @@
+"""One writer per store: an advisory ``flock`` on ``DIR/.e5v-write.lock``.
+
+flock is released by the kernel when the holder exits in any way (including SIGKILL), so a crashed
+``e5v index`` never leaves a stale lock behind; the pid written into the file is only for the message
+shown to the process that is refused. Readers (search) take no lock: LanceDB snapshots are immutable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from ..errors import StoreError
+
+LOCK_NAME = ".e5v-write.lock"
+
+
+class WriterLock:
+    """Context manager holding the store's write lock; refuses (StoreError) if another process has it."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> "WriterLock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write to the store at {self.path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"the store at {self.path.parent} is being written by another process (pid {holder}); "
+                "wait for it to finish (searching meanwhile is fine) or index into another --db"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

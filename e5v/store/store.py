@@ -1,0 +1,293 @@
+"""``Store``: a persistent, resumable multimodal vector store on LanceDB.
+
+Why LanceDB: embedded (a directory, no server), every ``add`` is one atomic versioned commit (a process
+killed mid-write leaves the previous version intact and no half-written row), vector + scalar filters in
+one query, optional ANN indexes, and the same code works on object storage.
+
+Example:
+    >>> store = Store.open("photos.e5v", E5V.from_pretrained("royokong/e5-v"))
+    >>> print(store.add(["~/Pictures", "captions.csv"]))
+    >>> store.search("a dog on a beach", k=5, where="json_get_string(metadata, 'split') = 'test'")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..errors import ConfigMismatchError, E5VError, StoreError, require
+from . import ann
+from .lock import LOCK_NAME, WriterLock
+from .schema import TABLE, check_config, make_schema, stored_config, to_arrow
+from .walk import Problem, Record, discover
+
+KINDS = ("text", "image", "composed")
+#: Rows per commit unless told otherwise: small enough that a kill loses little work, large enough
+#: that a store does not drown in tiny fragments (they are compacted at the end of ``add`` anyway).
+DEFAULT_COMMIT_EVERY = 64
+_RESULT_COLUMNS = ["id", "path", "kind", "text", "metadata"]
+
+
+@dataclass
+class AddReport:
+    """What ``Store.add`` did. ``failed``/``unsupported`` hold (source, reason) pairs."""
+
+    added: int = 0
+    skipped_existing: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    unsupported: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    total_rows: int = 0
+    ann_built: bool = False
+
+    def __str__(self) -> str:
+        lines = [f"added {self.added}, skipped {self.skipped_existing} already present, failed {len(self.failed)}, "
+                 f"unsupported {len(self.unsupported)} in {self.seconds:.1f}s; store now holds {self.total_rows} rows"
+                 + (" (ANN index built)" if self.ann_built else "")]
+        lines += [f"  failed: {s}: {r}" for s, r in self.failed[:20]]
+        if len(self.failed) > 20:
+            lines.append(f"  ... and {len(self.failed) - 20} more failures")
+        lines += [f"  unsupported: {s}: {r}" for s, r in self.unsupported[:5]]
+        if len(self.unsupported) > 5:
+            lines.append(f"  ... and {len(self.unsupported) - 5} more unsupported files")
+        return "\n".join(lines)
+
+
+class Store:
+    """A directory of embedded items searchable by text, image, image+text or vector. Use ``Store.open``."""
+
+    def __init__(self, root: Path, table: Any, model: Any, config: dict):
+        self.root = root
+        self._table = table
+        self.model = model
+        self.config = config
+        self.dim = int(table.schema.field("vector").type.list_size)
+        self._schema = make_schema(self.dim, config)  # the write schema (read-back types differ for JSON)
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, db_dir: str | os.PathLike, model: Any = None, *, create: bool = True) -> "Store":
+        """Open the store in ``db_dir`` (created if missing and ``create``) for ``model``.
+
+        Raises ConfigMismatchError if the store was built with another embedding config, StoreError if the
+        directory is not an e5v store, is corrupted, or cannot be created. ``model=None`` opens for
+        vector-only search (no config check, no ``add``).
+        """
+        lancedb = require("lancedb", "store")
+        root = Path(db_dir).expanduser()
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"{root} is a file, not a store directory")
+        config = _model_config(model) if model is not None else None
+        if (root / f"{TABLE}.lance").exists():
+            try:
+                table = lancedb.connect(root).open_table(TABLE)
+                schema = table.schema
+            except Exception as exc:  # noqa: BLE001 - any failure to open the dataset means it is unusable
+                raise StoreError(f"the store at {root} is corrupted or unreadable: {exc}") from None
+            stored = stored_config(schema)
+            if stored is None or "vector" not in schema.names:
+                raise StoreError(f"{root} holds a LanceDB table that e5v did not create; use another directory")
+            if config is not None:
+                check_config(stored, config, str(root))
+            return cls(root, table, model, stored)
+        if root.exists():
+            foreign = sorted(p.name for p in root.iterdir() if p.name != LOCK_NAME)
+            if foreign:
+                raise StoreError(f"{root} is not an e5v store (it contains {', '.join(foreign[:5])}); "
+                                 "give a new or empty directory for --db")
+        if not create or model is None:
+            raise StoreError(f"no store at {root}; create one with `e5v index ... --db {root}` first")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create a store at {root}: {exc.strerror or exc}") from None
+        if not os.access(root, os.W_OK):
+            raise StoreError(f"cannot create a store at {root}: the directory is read-only")
+        with WriterLock(root):
+            db = lancedb.connect(root)
+            try:
+                table = db.create_table(TABLE, schema=make_schema(config["dim"], config))
+            except (ValueError, OSError):  # created meanwhile by another process: open and check it
+                return cls.open(root, model, create=False)
+        return cls(root, table, model, config)
+
+    # ----------------------------------------------------------------- adding
+    def add(self, sources: Any, batch_size: int = 32, show_progress: bool = True, *, text_unit: str = "line",
+            pairs: str = "composed", commit_every: int = DEFAULT_COMMIT_EVERY,
+            build_ann: bool | None = None) -> AddReport:
+        """Embed ``sources`` and store them; content already in the store (same hash) is skipped.
+
+        Args:
+            sources: paths (folders, files, CSV/JSONL manifests; see ``e5v.store.walk``) and/or in-memory
+                items (PIL/bytes, ``{"text"}``, ``{"image"}``, ``{"image", "text"}``, each may carry
+                ``"metadata"``). A plain ``str`` is a path.
+            batch_size: items per model forward pass.
+            commit_every: items per atomic commit (a kill loses at most this much work).
+            build_ann: True builds/rebuilds the ANN index; None builds it once the store reaches
+                ``ann.AUTO_ANN_ROWS`` rows; False never.
+        Returns:
+            AddReport (added, skipped_existing, failed, unsupported, ...).
+        """
+        if self.model is None:
+            raise StoreError("this store was opened without a model; pass one to Store.open to add items")
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(f"the store at {self.root} is read-only; cannot add items")
+        start = time.perf_counter()
+        report = AddReport()
+        with WriterLock(self.root):
+            self._table.checkout_latest()
+            existing = self._existing_hashes()
+            todo: list[Record] = []
+            for found in discover(sources, text_unit=text_unit, pairs=pairs):
+                if isinstance(found, Problem):
+                    (report.unsupported if found.unsupported else report.failed).append((found.source, found.reason))
+                elif found.hash in existing:
+                    report.skipped_existing += 1
+                else:
+                    existing.add(found.hash)
+                    todo.append(found)
+            commits = self._embed_and_commit(todo, batch_size, max(1, commit_every), show_progress, report)
+            if commits > 8:
+                self._table.optimize()  # compact the small per-commit fragments (and update an ANN index)
+            report.total_rows = self._table.count_rows()
+            wanted = build_ann or (build_ann is None and report.total_rows >= ann.AUTO_ANN_ROWS
+                                   and not ann.has_ann(self._table))
+            if wanted:
+                try:
+                    ann.build_ann(self._table, self.dim)
+                    report.ann_built = True
+                except ValueError as exc:
+                    if build_ann:
+                        raise StoreError(str(exc)) from None
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _embed_and_commit(self, todo: list[Record], batch_size: int, commit_every: int, show: bool,
+                          report: AddReport) -> int:
+        """Embed ``todo`` chunk by chunk; each chunk's good rows are one atomic commit. Returns #commits."""
+        from tqdm.auto import tqdm
+
+        commits = 0
+        with tqdm(total=len(todo), unit="item", desc="indexing", disable=not show or not todo) as bar:
+            for i in range(0, len(todo), commit_every):
+                chunk = todo[i:i + commit_every]
+                result = self.model.encode_with_details([r.item for r in chunk], batch_size=batch_size,
+                                                        show_progress_bar=False)
+                now = datetime.now(timezone.utc)
+                rows = []
+                for j, rec in enumerate(chunk):
+                    vec = result.vectors[j]
+                    if j in result.errors or not np.isfinite(vec).all():
+                        report.failed.append((rec.path or f"item {i + j}", result.errors.get(j, "non-finite vector")))
+                        continue
+                    rows.append({"id": rec.hash[:16], "hash": rec.hash, "kind": rec.kind, "path": rec.path,
+                                 "text": rec.text, "metadata": rec.metadata, "added_at": now, "vector": vec})
+                if rows:
+                    self._table.add(to_arrow(rows, self._schema))
+                    commits += 1
+                    report.added += len(rows)
+                bar.update(len(chunk))
+        return commits
+
+    def _existing_hashes(self) -> set[str]:
+        n = self._table.count_rows()
+        if n == 0:
+            return set()
+        return set(self._table.search().select(["hash"]).limit(n).to_arrow()["hash"].to_pylist())
+
+    # ----------------------------------------------------------------- searching
+    def search(self, query: Any, k: int = 10, where: str | None = None, kind: str | None = None, *,
+               exact: bool | None = None, nprobes: int = ann.NPROBES, refine_factor: int = ann.REFINE_FACTOR
+               ) -> list[dict]:
+        """Top-``k`` items by cosine similarity to ``query``.
+
+        Args:
+            query: str (text), PIL/Path/bytes (image), ``{"image", "text"}`` (composed) or a vector.
+            where: SQL filter on the columns (``kind``, ``path``, ``text``, ``hash``, ``added_at``) and
+                metadata via ``json_get_string(metadata, 'key')`` / ``json_get_int`` / ``json_get_float``.
+            kind: only "text", "image" or "composed" items.
+            exact: None uses the ANN index when the store has one, else a full scan; True always scans.
+        Returns:
+            dicts with id, score (cosine), path, kind, text, metadata; best first.
+        """
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        vector = self._query_vector(query)
+        self._table.checkout_latest()
+        filters = [f"({where})"] if where else []
+        if kind:
+            filters.append(f"kind = '{kind}'")
+        builder = self._table.search(vector, vector_column_name="vector").metric("cosine").limit(k)
+        builder = builder.select(_RESULT_COLUMNS)
+        if filters:
+            builder = builder.where(" AND ".join(filters), prefilter=True)
+        if exact or not ann.has_ann(self._table):
+            builder = builder.bypass_vector_index()
+        else:
+            builder = builder.nprobes(nprobes).refine_factor(refine_factor)
+        try:
+            rows = builder.to_arrow().to_pylist()
+        except (ValueError, RuntimeError, OSError) as exc:
+            if where:
+                raise StoreError(f"search failed (check the filter {where!r}): {exc}") from None
+            raise StoreError(f"search failed on the store at {self.root}: {exc}") from None
+        return [{"id": r["id"], "score": 1.0 - float(r["_distance"]), "path": r["path"], "kind": r["kind"],
+                 "text": r["text"], "metadata": _json(r["metadata"])} for r in rows]
+
+    def _query_vector(self, query: Any) -> np.ndarray:
+        if isinstance(query, np.ndarray) or (isinstance(query, list) and query and isinstance(query[0], float)):
+            vec = np.asarray(query, dtype=np.float32).reshape(-1)
+            if vec.shape[0] != self.dim:
+                raise ValueError(f"query vector has {vec.shape[0]} dims, the store holds {self.dim}-dim vectors")
+            if not np.isfinite(vec).all() or not np.linalg.norm(vec) > 0:
+                raise ValueError("query vector must be finite and non-zero")
+            return vec
+        if self.model is None:
+            raise StoreError("this store was opened without a model: only vector queries are possible")
+        return self.model.encode_with_details([query], raise_on_error=True).vectors[0]
+
+    # ----------------------------------------------------------------- facts
+    def __len__(self) -> int:
+        self._table.checkout_latest()
+        return self._table.count_rows()
+
+    def build_ann(self) -> dict:
+        """Build (or rebuild) the ANN index now; returns its parameters."""
+        with WriterLock(self.root):
+            try:
+                return ann.build_ann(self._table, self.dim)
+            except ValueError as exc:
+                raise StoreError(str(exc)) from None
+
+    @property
+    def has_ann(self) -> bool:
+        return ann.has_ann(self._table)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r}, rows={len(self)}, model={self.config.get('model')!r}, dim={self.dim})"
+
+
+def _model_config(model: Any) -> dict:
+    config = model.embedding_config()
+    if config.get("pooling") == "tokens":
+        raise E5VError("a store holds one vector per item; load the model with a single-vector pooling "
+                       "(not 'tokens')")
+    return config
+
+
+def _json(value: Any) -> dict:
+    if value is None:
+        return {}
+    return json.loads(value) if isinstance(value, (str, bytes)) else dict(value)
+
+
+__all__ = ["Store", "AddReport", "ConfigMismatchError", "StoreError"]

@@ -1,0 +1,244 @@
+"""Turn what ``Store.add`` is given (folders, files, manifests, in-memory items) into records to embed.
+
+Discovery rules (documented in docs/store.md):
+  * folders are walked recursively in sorted order; hidden files and folders (".name") are skipped;
+  * ``.csv`` / ``.jsonl`` files are manifests: columns ``image`` (path, relative to the manifest) and/or
+    ``text``; every other column is kept as metadata. A row with both is one composed item
+    (``pairs="composed"``) or an image item plus a text item (``pairs="separate"``);
+  * any other file is sniffed by content, not extension: PIL recognises it -> image; valid UTF-8 without
+    NUL bytes -> text document, one passage per non-blank line (``text_unit="line"``) or per file
+    (``text_unit="file"``); anything else is reported as unsupported.
+
+Each record carries a content hash (sha256 of kind + content bytes) used for idempotent re-runs: the
+same content added twice, from any path, is stored once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from PIL import Image
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+TEXT_UNITS = ("line", "file")
+PAIRS = ("composed", "separate")
+_SNIFF_BYTES = 8192
+
+
+@dataclass
+class Record:
+    """One item to embed plus what the store keeps about it."""
+
+    kind: str  # "text" | "image" | "composed"
+    item: Any  # what E5V.encode accepts: str, Path/PIL/bytes, or {"image", "text"}
+    hash: str  # sha256 hex of kind + content
+    path: str | None = None  # source file (or "manifest#row"); None for in-memory items
+    text: str | None = None  # the passage, or the modification text of a composed item
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Problem:
+    """A source that produced no record: ``failed`` (unreadable/broken) or ``unsupported`` (not image/text)."""
+
+    source: str
+    reason: str
+    unsupported: bool = False
+
+
+def discover(sources: Iterable[Any], text_unit: str = "line", pairs: str = "composed") -> Iterator[Record | Problem]:
+    """Yield a Record for every embeddable item in ``sources`` and a Problem for every source that fails."""
+    if text_unit not in TEXT_UNITS:
+        raise ValueError(f"text_unit must be one of {TEXT_UNITS}, got {text_unit!r}")
+    if pairs not in PAIRS:
+        raise ValueError(f"pairs must be one of {PAIRS}, got {pairs!r}")
+    if isinstance(sources, (str, os.PathLike, dict, bytes, Image.Image)):
+        sources = [sources]
+    for source in sources:
+        if isinstance(source, (str, os.PathLike)):
+            yield from _from_path(Path(source), text_unit, pairs)
+        else:
+            yield from _from_memory(source)
+
+
+def _from_path(path: Path, text_unit: str, pairs: str) -> Iterator[Record | Problem]:
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    yield from _from_file(Path(root) / name, text_unit, pairs)
+    elif path.exists():
+        yield from _from_file(path, text_unit, pairs)
+    else:
+        yield Problem(str(path), "no such file or directory (to add a text, pass {'text': ...})")
+
+
+def _from_file(path: Path, text_unit: str, pairs: str) -> Iterator[Record | Problem]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        yield Problem(str(path), f"cannot read: {exc.strerror or exc}")
+        return
+    if path.suffix.lower() in MANIFEST_SUFFIXES:
+        yield from _manifest(path, data, pairs)
+    elif _is_image(data):
+        yield image_record(path, data, str(path.resolve()), {})
+    elif (text := _as_text(data)) is not None:
+        yield from _text_records(path, text, text_unit)
+    elif not data:
+        yield Problem(str(path), "empty file", unsupported=True)
+    else:
+        yield Problem(str(path), "neither an image PIL can read nor UTF-8 text", unsupported=True)
+
+
+def _is_image(data: bytes) -> bool:
+    """Content sniffing: PIL identifies the format from the header (no full decode)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return bool(im.format)
+    except Exception:  # noqa: BLE001 - any failure to identify means "not an image" here
+        return False
+
+
+def _as_text(data: bytes) -> str | None:
+    if not data or b"\x00" in data[:_SNIFF_BYTES]:
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def _text_records(path: Path, text: str, unit: str) -> Iterator[Record]:
+    where = str(path.resolve())
+    if unit == "file":
+        if text.strip():
+            yield text_record(text.strip(), where, {})
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield text_record(line.strip(), f"{where}#L{number}", {"line": number})
+
+
+def _manifest(path: Path, data: bytes, pairs: str) -> Iterator[Record | Problem]:
+    text = _as_text(data)
+    if text is None:
+        yield Problem(str(path), "manifest is not UTF-8 text")
+        return
+    base = path.resolve().parent
+    for number, row in _manifest_rows(path, text):
+        where = f"{path.resolve()}#{number}"
+        if isinstance(row, str):
+            yield Problem(where, row)
+            continue
+        image, caption = row.pop("image", None), row.pop("text", None)
+        image = image if image not in ("", None) else None
+        caption = caption if caption not in ("", None) else None
+        meta = {k: v for k, v in row.items() if k is not None}
+        if image is None and caption is None:
+            yield Problem(where, "row has neither an 'image' nor a 'text' value")
+            continue
+        if caption is not None and not isinstance(caption, str):
+            yield Problem(where, f"'text' must be a string, got {type(caption).__name__}")
+            continue
+        if image is None:
+            yield text_record(caption, where, meta)
+            continue
+        image_path = Path(image) if Path(image).is_absolute() else base / image
+        try:
+            image_bytes = image_path.read_bytes()
+        except OSError as exc:
+            yield Problem(where, f"image {image_path}: {exc.strerror or exc}")
+            continue
+        if caption is None or pairs == "separate":
+            yield image_record(image_path, image_bytes, str(image_path), meta)
+            if caption is not None:
+                yield text_record(caption, where, meta)
+        else:
+            digest = _sha(b"composed", _sha(image_bytes).encode(), caption.encode())
+            yield Record("composed", {"image": image_path, "text": caption}, digest, str(image_path), caption, meta)
+
+
+def _manifest_rows(path: Path, text: str) -> Iterator[tuple[int, dict | str]]:
+    """(row number, row dict or error message); numbers are 1-based data rows."""
+    if path.suffix.lower() == ".csv":
+        for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=1):
+            yield number, dict(row)
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, f"invalid JSON: {exc.msg}"
+            continue
+        yield number, row if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
+
+
+def _from_memory(obj: Any) -> Iterator[Record | Problem]:
+    """In-memory items: PIL/bytes (image), {"text"}, {"image"}, {"image","text"}, each with optional "metadata"."""
+    if isinstance(obj, Record):
+        yield obj
+        return
+    if isinstance(obj, (Image.Image, bytes, bytearray)):
+        obj = {"image": obj}
+    if not isinstance(obj, dict):
+        yield Problem(repr(obj)[:80], f"cannot add an item of type {type(obj).__name__}")
+        return
+    meta = dict(obj.get("metadata") or {})
+    image, text = obj.get("image"), obj.get("text")
+    if image is None and text is None:
+        yield Problem(repr(obj)[:80], "item needs an 'image' and/or a 'text'")
+        return
+    if image is None:
+        yield text_record(text, None, meta)
+        return
+    path = str(Path(image).resolve()) if isinstance(image, (str, os.PathLike)) else None
+    if isinstance(image, (str, os.PathLike)):
+        image = Path(image)
+    try:
+        digest = _image_digest(image)
+    except OSError as exc:
+        yield Problem(str(path or "image"), f"cannot read: {exc.strerror or exc}")
+        return
+    if text is None:
+        yield Record("image", image, _sha(b"image", digest.encode()), path, None, meta)
+    else:
+        yield Record("composed", {"image": image, "text": text}, _sha(b"composed", digest.encode(), str(text).encode()),
+                     path, text, meta)
+
+
+def image_record(path: Path, data: bytes, where: str, meta: dict) -> Record:
+    return Record("image", path, _sha(b"image", _sha(data).encode()), where, None, meta)
+
+
+def text_record(text: Any, where: str | None, meta: dict) -> Record:
+    raw = text.encode() if isinstance(text, str) else repr(text).encode()
+    return Record("text", text, _sha(b"text", raw), where, text if isinstance(text, str) else None, meta)
+
+
+def _image_digest(image: Any) -> str:
+    if isinstance(image, Path):
+        return _sha(image.read_bytes())
+    if isinstance(image, (bytes, bytearray)):
+        return _sha(bytes(image))
+    if isinstance(image, Image.Image):
+        return _sha(image.mode.encode(), repr(image.size).encode(), image.tobytes())
+    return _sha(repr(image).encode())  # unknown types fail later in encode with a clear InputError
+
+
+def _sha(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()
