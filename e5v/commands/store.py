@@ -1,0 +1,115 @@
+"""`e5v index` and `e5v search`: thin shells over ``e5v.store.Store``.
+
+When ``--model`` is not given and the store exists, the model is loaded from the config the store
+recorded (model, backend, image mode, pooling and the exact prompts), so searching an existing store
+needs only ``--db``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import friendly_errors, load_model, model_options
+
+
+def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
+    """The user's model if they chose one, else the one recorded in an existing store."""
+    explicit = ctx.get_parameter_source("model") != click.core.ParameterSource.DEFAULT
+    if explicit or not (Path(db) / "items.lance").exists():
+        return load_model(**model_kw)
+    from ..encoder import E5V
+    from ..prompts import PromptSet
+    from ..store import Store
+
+    config = Store.open(db, None).config
+    click.echo(f"using the store's model: {config['model']} ({config['backend']}, {config['weights']}, "
+               f"image mode {config['image_mode']})", err=True)
+    return E5V.from_pretrained(config["model"], backend=config.get("backend"), device=model_kw.get("device"),
+                               image_mode=config.get("image_mode", "anyres"), pooling=config.get("pooling", "last"),
+                               prompt=PromptSet(**config["prompts"]), lora=model_kw.get("lora"))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--db", required=True, type=click.Path(file_okay=False), help="Store directory (created if missing).")
+@model_options
+@click.option("--batch-size", "-b", default=32, show_default=True, help="Items per forward pass.")
+@click.option("--commit-every", default=64, show_default=True,
+              help="Items per atomic commit (a killed run loses at most this much work).")
+@click.option("--text-unit", type=click.Choice(["line", "file"]), default="line", show_default=True,
+              help="Text files: one passage per non-blank line, or one per file.")
+@click.option("--pairs", type=click.Choice(["composed", "separate"]), default="composed", show_default=True,
+              help="Manifest rows with image and text: one composed item, or an image item plus a text item.")
+@click.option("--build-ann", is_flag=True, help="Build (or rebuild) the ANN index after adding.")
+@click.option("--no-ann", is_flag=True, help="Never build an ANN index automatically.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+@friendly_errors
+def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann, no_ann, quiet, **model_kw) -> None:
+    """Embed PATHS (folders, files, CSV/JSONL manifests) into the store at --db.
+
+    Images are found by content, not extension; text files give one passage per line (or per file);
+    manifests have `image` and/or `text` columns, other columns become metadata. Re-running skips
+    content already stored, so an interrupted run resumes where it stopped.
+    """
+    from ..store import Store
+
+    model = _model_for(db, ctx, model_kw)
+    store = Store.open(db, model)
+    report = store.add(list(paths), batch_size=batch_size, show_progress=not quiet, text_unit=text_unit,
+                       pairs=pairs, commit_every=commit_every, build_ann=True if build_ann else False if no_ann else None)
+    click.echo(str(report))
+
+
+@click.command()
+@click.option("--db", required=True, type=click.Path(exists=True, file_okay=False), help="Store directory.")
+@click.option("--text", "-t", default=None, help="Text query (or, with --image, the modification text).")
+@click.option("--image", "-i", default=None, type=click.Path(), help="Image query (with --text: composed query).")
+@click.option("-k", "k", default=10, show_default=True, help="Number of results.")
+@click.option("--where", default=None,
+              help="SQL filter, e.g. \"kind = 'image'\" or \"json_get_string(metadata, 'split') = 'test'\".")
+@click.option("--kind", type=click.Choice(["image", "text", "composed"]), default=None, help="Only this kind.")
+@click.option("--exact", is_flag=True, help="Full scan even if the store has an ANN index.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with the ranked results).")
+@model_options
+@click.pass_context
+@friendly_errors
+def search(ctx, db, text, image, k, where, kind, exact, as_json, **model_kw) -> None:
+    """Search the store at --db by text, by image, or by image + modification text."""
+    from ..store import Store
+
+    if text is None and image is None:
+        raise click.UsageError("give --text, --image, or both (composed query)")
+    if image is not None and not Path(image).is_file():
+        raise click.UsageError(f"--image {image}: no such file")
+    query: Any = text if image is None else Path(image) if text is None else {"image": Path(image), "text": text}
+    model = _model_for(db, ctx, model_kw)
+    store = Store.open(db, model, create=False)
+    hits = store.search(query, k=k, where=where, kind=kind, exact=exact or None)
+    if as_json:
+        click.echo(json.dumps({"query": {"text": text, "image": image}, "results": hits}, default=str))
+        return
+    _print_hits(hits)
+
+
+def _print_hits(hits: list[dict]) -> None:
+    """A readable ranked table (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not hits:
+        click.echo("no results")
+        return
+    table = Table(show_lines=False)
+    for name, justify in (("#", "right"), ("score", "right"), ("kind", "left"), ("path", "left"),
+                          ("text", "left"), ("metadata", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for rank, h in enumerate(hits, start=1):
+        text = (h["text"] or "")[:60]
+        meta = json.dumps(h["metadata"], ensure_ascii=False)[:60] if h["metadata"] else ""
+        table.add_row(str(rank), f"{h['score']:.4f}", h["kind"], h["path"] or "", text, meta)
+    Console().print(table)
