@@ -32,7 +32,7 @@ KINDS = ("text", "image", "composed")
 #: Rows per commit unless told otherwise: small enough that a kill loses little work, large enough
 #: that a store does not drown in tiny fragments (they are compacted at the end of ``add`` anyway).
 DEFAULT_COMMIT_EVERY = 64
-_RESULT_COLUMNS = ["id", "path", "kind", "text", "metadata"]
+_RESULT_COLUMNS = ["id", "path", "kind", "text", "metadata", "_distance"]
 
 
 @dataclass
