@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from PIL import Image
@@ -17,8 +20,10 @@ STSB_TEST = REPO / "../shared/data/stsbenchmark/sts-test.csv"
 
 
 def _image(path: Path) -> Path:
+    """A small random image, different for each file name (identical images would all tie)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(path)
     return path
 
 

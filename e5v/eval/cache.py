@@ -2,9 +2,9 @@
 
 Why a cache: a COCO run embeds 30k items; re-running with another metric, ``--limit`` grown, or after
 an interruption should not redo any of them. Vectors are stored per *space* (a directory named by the
-hash of the model's ``embedding_config()``, the effective prompt set, a fingerprint of the weight
-files and of the LoRA adapter) and per *item key* (a hash of the input: text, image file bytes,
-image + text, or render spec + text). Raw (unnormalised) vectors are stored so evals that sum before
+hash of the model's ``embedding_config()`` without its prompts, a fingerprint of the weight files and
+of the LoRA adapter) and per *item key* (a hash of the item's prompt template and of the input: text,
+image file bytes, image + text, or render spec + text). Raw (unnormalised) vectors are stored so evals that sum before
 normalising (FashionIQ) can share them.
 
 Layout: ``<root>/<space>/space.json`` (what the hash stands for, for humans) and shards
@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -161,15 +161,12 @@ class Embedder:
     progress: bool | None = None
     extra: dict = field(default_factory=dict)
 
-    def space_description(self, prompts: PromptSet) -> dict:
-        """Everything that determines the vectors of this model with these prompts."""
+    def space_description(self) -> dict:
+        """Everything but the prompt that determines the vectors (each item's key carries its template)."""
         m = self.model
-        return {
-            "config": m.embedding_config(),
-            "effective_prompts": asdict(prompts),
-            "weights_files": files_fingerprint(getattr(m.components, "path", None)),
-            **self.extra,
-        }
+        config = {k: v for k, v in m.embedding_config().items() if k != "prompts"}
+        return {"config": config, "weights_files": files_fingerprint(getattr(m.components, "path", None)),
+                **self.extra}
 
     def effective_prompts(self, prompt: PromptSet | None) -> PromptSet:
         """The prompts ``encode`` will really use (the model's instruction applies to explicit sets too)."""
@@ -183,7 +180,10 @@ class Embedder:
         if not (len(items) == len(keys) == len(labels)):
             raise ValueError("items, keys and labels must have the same length")
         prompts = self.effective_prompts(prompt)
-        space = self.cache.space(self.space_description(prompts)) if self.cache is not None else None
+        # An item's vector depends on its own kind's template only: a CIRR run (other image prompt)
+        # reuses the text vectors of a retrieval run.
+        keys = [digest(kind, getattr(prompts, kind), key) for kind, key in zip(map(_kind, items), keys)]
+        space = self.cache.space(self.space_description()) if self.cache is not None else None
         first: dict[str, int] = {}
         for i, key in enumerate(keys):
             first.setdefault(key, i)
@@ -214,6 +214,16 @@ class Embedder:
             more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
             raise InputError(f"cannot embed {labels[index]}: {message}{more}")
         return result.vectors
+
+
+def _kind(item: Any) -> str:
+    """Which prompt template ``encode`` applies to an item (mirrors ``e5v.inputs.to_item``)."""
+    if isinstance(item, str):
+        return "text"
+    if isinstance(item, dict):
+        has_image, has_text = item.get("image") is not None, item.get("text") is not None
+        return "composed" if has_image and has_text else ("text" if has_text else "image")
+    return "image"
 
 
 def _bar(total: int, done: int, desc: str, show: bool | None):
