@@ -22,8 +22,8 @@ from .preprocess import Prepared
 def run_batch(backend: Backend, batch: list[Prepared], image_processor, image_token_id: int, pad_id: int,
               image_mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (hidden (B, L, D), attention_mask (B, L), image_mask (B, L)) for the batch, left-padded."""
-    features = _image_features(backend, batch, image_processor, image_mode)
-    rows, image_rows = [], []
+    features, geometry = _image_features(backend, batch, image_processor, image_mode)
+    rows, id_rows, image_rows = [], [], []
     feature_iter = iter(features)
     for item in batch:
         ids = torch.tensor(item.ids, dtype=torch.long)  # (T,)
@@ -32,24 +32,35 @@ def run_batch(backend: Backend, batch: list[Prepared], image_processor, image_to
         embeds = backend.embed_tokens(safe_ids[None])[0]  # (T, D)
         if item.image is None:
             rows.append(embeds)
+            id_rows.append(ids)
             image_rows.append(torch.zeros(len(ids), dtype=torch.bool))
             continue
         feats = next(feature_iter).to(embeds.dtype)  # (n, D)
         at = int(is_marker.nonzero()[0, 0])
+        n = len(feats)
         rows.append(torch.cat([embeds[:at], feats, embeds[at + 1:]]))  # (T - 1 + n, D)
-        image_rows.append(torch.cat([torch.zeros(at, dtype=torch.bool), torch.ones(len(feats), dtype=torch.bool),
+        id_rows.append(torch.cat([ids[:at], ids.new_full((n,), image_token_id), ids[at + 1:]]))
+        image_rows.append(torch.cat([torch.zeros(at, dtype=torch.bool), torch.ones(n, dtype=torch.bool),
                                      torch.zeros(len(ids) - at - 1, dtype=torch.bool)]))
     embeds, mask, positions, image_mask = left_pad(rows, image_rows)
+    position_hook = getattr(backend, "position_ids", None)
+    if position_hook is not None:  # e.g. Qwen2-VL's 3-D M-RoPE positions depend on the image grid
+        input_ids = torch.full(mask.shape, pad_id, dtype=torch.long)  # (B, L)
+        for b, row in enumerate(id_rows):
+            input_ids[b, mask.shape[1] - len(row):] = row
+        positions = position_hook(input_ids, mask, image_mask, geometry)
     hidden = backend.hidden_states(embeds, mask, positions)  # (B, L, D)
     return hidden, mask, image_mask
 
 
-def _image_features(backend: Backend, batch: list[Prepared], image_processor, image_mode: str) -> list[torch.Tensor]:
+def _image_features(backend: Backend, batch: list[Prepared], image_processor, image_mode: str):
+    """Features per image (batch order) and the processor's per-image geometry (sizes or grids)."""
     images = [p.image for p in batch if p.image is not None]
     if not images:
-        return []
+        return [], None
     processed = image_processor(images, return_tensors="pt")
-    return backend.image_features(processed["pixel_values"], processed["image_sizes"], image_mode)
+    geometry = processed["image_sizes"] if "image_sizes" in processed else processed["image_grid_thw"]
+    return backend.image_features(processed["pixel_values"], geometry, image_mode), geometry
 
 
 def left_pad(rows: list[torch.Tensor], flags: list[torch.Tensor]):

@@ -72,7 +72,8 @@ class E5V:
                         device: str | None = None, dtype: str | torch.dtype | None = None,
                         image_mode: str = "anyres", prompt: str | PromptSet | None = None,
                         instruction: str | None = None, pooling: str = "last", revision: str | None = None,
-                        lora: str | os.PathLike | None = None, max_pixels: int | None = None) -> "E5V":
+                        lora: str | os.PathLike | None = None, max_pixels: int | None = None,
+                        min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
         """Load an E5-V model from a Hugging Face id or a local directory.
 
         Args:
@@ -84,11 +85,16 @@ class E5V:
             instruction: replaces the one-word instruction of the text and image prompts.
             lora: a LoRA adapter directory from ``e5v train``, applied for inference.
             max_pixels: refuse images with more pixels (decompression-bomb guard).
+            min_image_pixels, max_image_pixels: Qwen2-VL only: bounds of its dynamic resolution (pixels after
+                resizing; the processor's ``min_pixels``/``max_pixels``). Fewer pixels, fewer image tokens.
         """
-        components = load_components(model, revision)
+        components = load_components(model, revision, min_pixels=min_image_pixels, max_pixels=max_image_pixels)
+        if image_mode not in components.spec.image_modes:
+            raise ValueError(f"image_mode {image_mode!r} is not available for {components.spec.name} models; "
+                             f"choose one of {components.spec.image_modes}")
         name = backend or detect_backend(components.path)
-        backend_obj = backend_class(name).load(components, device=device, dtype=dtype,
-                                               lora=str(lora) if lora is not None else None)
+        backend_obj = backend_class(name, components.spec).load(components, device=device, dtype=dtype,
+                                                                lora=str(lora) if lora is not None else None)
         limits = ImageLimits(max_pixels=max_pixels) if max_pixels else ImageLimits()
         return cls(components, backend_obj, image_mode=image_mode, prompt=prompt, instruction=instruction,
                    pooling=pooling, image_limits=limits)
@@ -124,8 +130,8 @@ class E5V:
         """Like ``encode`` but never stops at a bad item (unless asked): returns vectors, errors, token counts."""
         raw = _as_list(inputs)
         mode = image_mode or self.image_mode
-        if mode not in IMAGE_MODES:
-            raise ValueError(f"unknown image_mode {mode!r}; choose one of {IMAGE_MODES}")
+        if mode not in IMAGE_MODES or mode not in self.components.spec.image_modes:
+            raise ValueError(f"unknown image_mode {mode!r}; choose one of {self.components.spec.image_modes}")
         prompts = self.prompts if instruction is None and prompt is None else resolve_prompts(
             prompt if prompt is not None else self.prompt, instruction if instruction is not None else self.instruction)
         pooler = self.pooler if pooling is None else get_pooler(pooling)
@@ -154,13 +160,12 @@ class E5V:
     def _prepare(self, raw: list, prompts: PromptSet, mode: str, errors: dict[int, str],
                  raise_on_error: bool) -> list[Prepared]:
         c = self.components
-        vision = c.config.vision_config
         prepared = []
         for index, obj in enumerate(raw):
             try:
                 item = to_item(obj, index, self.image_limits)
                 prepared += prepare([item], prompts, c.family, c.tokenizer, c.image_token_id, c.max_length, mode,
-                                    c.config.image_grid_pinpoints, vision.image_size, vision.patch_size, [index])
+                                    c.count_image_tokens, [index])
             except InputError as exc:
                 if raise_on_error:
                     raise

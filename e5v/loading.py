@@ -17,7 +17,6 @@ from typing import Any
 from .errors import ModelLoadError
 
 DEFAULT_MODEL = "royokong/e5-v"
-SUPPORTED_ARCHITECTURES = ("LlavaNextForConditionalGeneration",)
 
 
 @dataclass
@@ -32,10 +31,16 @@ class Components:
     image_processor: Any  # LlavaNextImageProcessor(Pil)
     processor: Any  # LlavaNextProcessor with patch_size/num_additional_image_tokens filled in
     family: str  # prompt family (see prompts.WRAPPERS)
+    spec: Any = None  # e5v.families.Family: model family (architecture-specific knowledge)
 
     @property
     def image_token_id(self) -> int:
-        return int(self.config.image_token_index)
+        """Id of the image placeholder token (LLaVA-NeXT's ``<image>``, Qwen2-VL's ``<|image_pad|>``)."""
+        return int(self.config.image_token_id)
+
+    def count_image_tokens(self, image, mode: str) -> int:
+        """Estimated number of image features, used to sort batches by length."""
+        return self.spec.count_image_tokens(image, mode, self)
 
     @property
     def max_length(self) -> int:
@@ -77,8 +82,10 @@ def resolve_model_path(model: str | os.PathLike, revision: str | None = None) ->
 
 
 def read_config(path: Path):
-    """Load and check the model config: only LLaVA-NeXT checkpoints are supported."""
+    """Load the model config; only supported families pass (see e5v.families)."""
     from transformers import AutoConfig
+
+    from .families import family_for
 
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json; is it a model directory?")
@@ -86,19 +93,14 @@ def read_config(path: Path):
         config = AutoConfig.from_pretrained(path)
     except Exception as exc:
         raise ModelLoadError(f"cannot read the model config in {path}: {exc}") from exc
-    architectures = list(getattr(config, "architectures", None) or [])
-    if getattr(config, "model_type", None) != "llava_next" or (
-        architectures and not set(architectures) & set(SUPPORTED_ARCHITECTURES)
-    ):
-        raise ModelLoadError(
-            f"{path} holds a {getattr(config, 'model_type', '?')} model ({', '.join(architectures) or 'no architecture'}); "
-            f"e5v supports: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
+    family_for(config)
     return config
 
 
 def prompt_family(config) -> str:
     """Which chat wrapper the language model expects, from its config (not guessed from names)."""
+    if getattr(config, "model_type", "") in ("qwen2_vl", "qwen2_5_vl"):
+        return "qwen2vl"
     text_type = getattr(config.text_config, "model_type", "llama")
     vocab = int(getattr(config.text_config, "vocab_size", 0))
     if text_type == "mistral" or (text_type == "llama" and vocab == 32000):
@@ -108,13 +110,26 @@ def prompt_family(config) -> str:
     return "llama3"
 
 
-def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None) -> Components:
-    """Resolve the model, read its config and load a repaired tokenizer, image processor and processor."""
+def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None, *,
+                    min_pixels: int | None = None, max_pixels: int | None = None) -> Components:
+    """Resolve the model, read its config and load a repaired tokenizer, image processor and processor.
+
+    ``min_pixels`` / ``max_pixels`` set Qwen2-VL's dynamic-resolution bounds (pixels per image after resizing).
+    """
+    from .families import family_for
+
     path, commit = resolve_model_path(model, revision)
     config = read_config(path)
+    spec = family_for(config)
     tokenizer = _load_tokenizer(path)
-    image_processor = _load_image_processor(path)
-    processor = _build_processor(config, tokenizer, image_processor)
+    if spec.name == "qwen2_vl":
+        image_processor = _load_qwen_image_processor(path, min_pixels, max_pixels)
+        processor = _build_qwen_processor(tokenizer, image_processor)
+    else:
+        if min_pixels is not None or max_pixels is not None:
+            raise ValueError("min_pixels/max_pixels apply to Qwen2-VL models; LLaVA-NeXT uses image_mode")
+        image_processor = _load_image_processor(path)
+        processor = _build_processor(config, tokenizer, image_processor)
     components = Components(
         path=path,
         model_id=str(model),
@@ -124,9 +139,36 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | No
         image_processor=image_processor,
         processor=processor,
         family=prompt_family(config),
+        spec=spec,
     )
     validate(components)
     return components
+
+
+def _load_qwen_image_processor(path: Path, min_pixels: int | None, max_pixels: int | None):
+    """Qwen2-VL's image processor (PIL backend: no torchvision here) with optional pixel bounds."""
+    try:
+        from transformers import Qwen2VLImageProcessorPil as Processor
+    except ImportError:  # transformers 4.x
+        from transformers import Qwen2VLImageProcessor as Processor
+    kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+    try:
+        return Processor.from_pretrained(path, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the Qwen2-VL image processor in {path}: {exc}") from exc
+
+
+def _build_qwen_processor(tokenizer, image_processor):
+    """Qwen2VLProcessor for users who want it; None where it cannot be built (it insists on a video
+    processor, which needs torchvision). e5v's own data path uses the tokenizer and image processor only."""
+    try:
+        from transformers import Qwen2VLProcessor
+
+        return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    except Exception:  # noqa: BLE001 - optional convenience object; nothing downstream depends on it
+        return None
 
 
 def _load_tokenizer(path: Path):
@@ -181,13 +223,16 @@ def _build_processor(config, tokenizer, image_processor):
 def validate(c: Components) -> None:
     """Processor and model must agree; raise a clear error where e5v cannot repair a disagreement."""
     config = c.config
-    token_id = c.tokenizer.convert_tokens_to_ids("<image>")
+    token = "<|image_pad|>" if c.spec is not None and c.spec.name == "qwen2_vl" else "<image>"
+    token_id = c.tokenizer.convert_tokens_to_ids(token)
     if token_id is None or token_id == c.tokenizer.unk_token_id:
-        raise ModelLoadError("the tokenizer has no '<image>' token; this is not a LLaVA-NeXT tokenizer")
-    if token_id != config.image_token_index:
+        raise ModelLoadError(f"the tokenizer has no {token!r} token; it does not belong to this model")
+    if token_id != c.image_token_id:
         raise ModelLoadError(
-            f"tokenizer's '<image>' id {token_id} differs from the model's image_token_index {config.image_token_index}"
+            f"tokenizer's {token!r} id {token_id} differs from the model's image_token_index {c.image_token_id}"
         )
+    if token != "<image>":
+        return
     ip_pinpoints = [list(p) for p in getattr(c.image_processor, "image_grid_pinpoints", []) or []]
     model_pinpoints = [list(p) for p in config.image_grid_pinpoints]
     if ip_pinpoints and ip_pinpoints != model_pinpoints:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 from PIL import Image
 
@@ -54,22 +55,17 @@ def anyres_feature_count(height: int, width: int, pinpoints: list[list[int]], vi
     return side * side + cur_h * cur_w + cur_h
 
 
-def image_token_count(image: Image.Image, mode: str, pinpoints: list[list[int]], view: int = 336, patch: int = 14) -> int:
-    """Estimated feature count of one image in ``mode`` ("anyres" or "base")."""
-    if mode == "base":
-        return (view // patch) ** 2
-    width, height = image.size
-    return anyres_feature_count(height, width, pinpoints, view, patch)
-
-
 def prepare(items: list[Item], prompts: PromptSet, family: str, tokenizer, image_token_id: int,
-            max_length: int, image_mode: str, pinpoints: list[list[int]], view: int = 336,
-            patch: int = 14, indices: list[int] | None = None) -> list[Prepared]:
-    """Tokenize every item's prompt; truncate overlong text with a warning naming the item."""
+            max_length: int, image_mode: str, count_image_tokens: Callable[[Image.Image, str], int],
+            indices: list[int] | None = None) -> list[Prepared]:
+    """Tokenize every item's prompt; truncate overlong text with a warning naming the item.
+
+    ``count_image_tokens(image, mode)`` estimates an image's feature count (model-family specific).
+    """
     indices = indices if indices is not None else list(range(len(items)))
     out = []
     for index, item in zip(indices, items):
-        n_image = image_token_count(item.image, image_mode, pinpoints, view, patch) if item.image is not None else 0
+        n_image = count_image_tokens(item.image, image_mode) if item.image is not None else 0
         ids = _tokenize(item, index, prompts, family, tokenizer, image_token_id, max_length, n_image)
         out.append(Prepared(index=index, ids=ids, image=item.image, image_tokens=n_image))
     return out
@@ -84,9 +80,10 @@ def _tokenize(item: Item, index: int, prompts: PromptSet, family: str, tokenizer
     markers = sum(1 for t in ids if t == image_token_id)
     expected = 1 if item.image is not None else 0
     if markers != expected:
+        token = tokenizer.convert_ids_to_tokens(image_token_id)
         raise InputError(
-            f"the prompt has {markers} '<image>' tokens but the item has {expected} image(s); "
-            "text must not contain the literal '<image>'",
+            f"the prompt has {markers} {token!r} tokens but the item has {expected} image(s); "
+            f"text must not contain the literal {token!r}",
             index,
         )
     excess = len(ids) + max(n_image - 1, 0) - max_length

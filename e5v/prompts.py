@@ -24,7 +24,14 @@ WRAPPERS: dict[str, str] = {
     ),
     "mistral": "[INST] {} [/INST]",
     "phi3": "<|user|>\n{}<|end|>\n<|assistant|>\n",
+    "qwen2vl": (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    ),
 }
+
+#: What ``<image>`` becomes in each family's prompt (LLaVA families keep the literal ``<image>`` token).
+IMAGE_PLACEHOLDERS: dict[str, str] = {"qwen2vl": "<|vision_start|><|image_pad|><|vision_end|>"}
 
 DEFAULT_TEXT_INSTRUCTION = "Summary above sentence in one word:"
 DEFAULT_IMAGE_INSTRUCTION = "Summary above image in one word:"
@@ -113,6 +120,7 @@ def render(kind: str, prompts: PromptSet, family: str = "llama3", text: str | No
     except KeyError:
         raise ValueError(f"unknown prompt family {family!r}; known: {sorted(WRAPPERS)}") from None
     template = getattr(prompts, kind)
+    template = template.replace(IMAGE, IMAGE_PLACEHOLDERS.get(family, IMAGE))
     if SENT in template:
         if text is None:
             raise InputError(f"{kind} item needs text")

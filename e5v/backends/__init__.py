@@ -17,12 +17,19 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def backend_class(name: str) -> type[Backend]:
-    """The backend class registered under ``name``; an unknown name lists the valid ones."""
-    try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+def backend_class(name: str, family=None) -> type[Backend]:
+    """The backend class registered under ``name`` (for ``family``, an ``e5v.families.Family``).
+
+    An unknown name lists the valid ones; a backend that does not support the family says which do.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    target = BACKENDS[name]
+    if family is not None:
+        if name not in family.backends:
+            raise ValueError(f"the {name} backend does not support {family.name} models; use one of {list(family.backends)}")
+        if name == "torch":
+            target = family.torch_backend
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 

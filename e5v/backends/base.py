@@ -7,6 +7,11 @@ features scattered in at the ``<image>`` positions), so a backend only runs thre
     image_features(pixel_values, sizes)    per image     -> list of (n_i, D)
     hidden_states(embeds, mask, positions) (B, L, D)     -> (B, L, D) final-norm hidden states
 
+``image_sizes`` is the per-image geometry the family's image processor returns (LLaVA-NeXT: original
+(H, W); Qwen2-VL: the (t, h, w) patch grid). A backend may also define
+``position_ids(input_ids, mask, image_mask, image_sizes) -> positions`` when its positions depend on the
+token layout (Qwen2-VL's 3-D M-RoPE); otherwise positions count real tokens from 0 on every row.
+
 Keeping the image-token merge outside the backends is what makes every backend immune to the
 out-of-vocabulary ``<image>`` id (DESIGN.md §2.2) and keeps batching/padding in one place.
 """
