@@ -230,3 +230,22 @@ def test_lora_adapter_changes_the_space_and_is_recorded(tiny_model_path, tmp_pat
     assert len([d for d in cache.iterdir() if d.is_dir()]) == 2  # the adapter's vectors live apart
     assert _report(tmp_path / "lora")["config"]["lora"] == str((tmp_path / "adapter").resolve())
     assert _report(tmp_path / "base")["config"]["lora"] is None
+
+
+@pytest.mark.slow
+def test_openvino_export_gives_the_same_table_in_its_own_cache_space(tiny_model_path, tmp_path):
+    pytest.importorskip("openvino")
+    from e5v.export import export_openvino
+
+    export_openvino(str(tiny_model_path), tmp_path / "ov", weights="fp32", log=lambda *_: None)
+    _images(tmp_path / "imgs", len(CAPTIONS))
+    captions, cache = _jsonl(tmp_path), tmp_path / "cache"
+    tables = {}
+    for name, path in (("torch", tiny_model_path), ("openvino", tmp_path / "ov")):
+        _run(["retrieval", "-m", str(path), "--images", str(tmp_path / "imgs"), "--captions", str(captions),
+              "--cache-dir", str(cache), "-o", str(tmp_path / name), *BASE])
+        report = _report(tmp_path / name)
+        assert report["config"]["backend"] == name
+        tables[name] = report["table"]
+    assert tables["openvino"] == tables["torch"]  # fp32 IR: same vectors to ~1e-6, same ranks
+    assert len([d for d in cache.iterdir() if d.is_dir()]) == 2

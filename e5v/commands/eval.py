@@ -67,8 +67,11 @@ def _shell(f: Callable) -> Callable:
         model_kw = dict(model=model, backend=backend, device=device, dtype=dtype, image_mode=image_mode,
                         instruction=instruction, lora=lora)
         started = time.perf_counter()
-        f(lambda: _embedder(model_kw, batch_size, cache_dir, no_cache, progress),
-          lambda *a, **k: _finish(*a, started=started, limit=limit, output=output, **k), limit=limit, **own)
+        try:
+            f(lambda: _embedder(model_kw, batch_size, cache_dir, no_cache, progress),
+              lambda *a, **k: _finish(*a, started=started, limit=limit, output=output, **k), limit=limit, **own)
+        except ValueError as exc:  # e.g. Spearman on constant scores after --limit: a message, not a traceback
+            raise click.ClickException(str(exc)) from None
 
     return wrapper
 
