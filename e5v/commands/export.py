@@ -1,0 +1,36 @@
+"""`e5v export`: convert a LLaVA-NeXT / E5-V checkpoint to OpenVINO IR parts (thin shell over export_openvino)."""
+
+from __future__ import annotations
+
+import click
+
+from .common import friendly_errors
+
+
+@click.command()
+@click.option("--model", "-m", default="royokong/e5-v", show_default=True,
+              help="Hugging Face id or local directory of the checkpoint to export.")
+@click.option("--format", "fmt", type=click.Choice(["openvino"]), default="openvino", show_default=True)
+@click.option("--weights", type=click.Choice(["fp32", "int8", "int4"]), default="int8", show_default=True,
+              help="fp32: exact; int8: NNCF INT8 per channel; int4: language model INT4_ASYM (vision int8).")
+@click.option("--group-size", default=64, show_default=True, help="int4 group size.")
+@click.option("--ratio", default=1.0, show_default=True,
+              help="int4 only: share of the language model's matmuls in 4 bit (the rest int8).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--overwrite", is_flag=True, help="Allow a non-empty output directory that is not an earlier export.")
+@click.option("--verify", is_flag=True, help="Re-hash every written file against the manifest.")
+@friendly_errors
+def export(model, fmt, weights, group_size, ratio, output, overwrite, verify) -> None:
+    """Export MODEL to OpenVINO IR (vision, language model without lm_head, token table) plus a manifest.
+
+    Load the result with E5V.from_pretrained(OUTPUT) or `e5v embed --model OUTPUT`.
+    """
+    from ..export import export_openvino
+
+    if group_size <= 0:
+        raise click.BadParameter("must be positive", param_hint="--group-size")
+    try:
+        export_openvino(model, output, weights=weights, group_size=group_size, ratio=ratio, overwrite=overwrite,
+                        verify=verify, log=lambda msg: click.echo(msg, err=True))
+    except (FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,190 @@
+"""Export a LLaVA-NeXT (E5-V) checkpoint to OpenVINO IR parts with fp32 / int8 / int4 weights.
+
+Why a direct ``openvino.convert_model`` of torch sub-modules rather than optimum-intel: optimum exports
+the *generative* model (lm_head, a stateful KV cache, beam-search plumbing) and its LLaVA-NeXT split puts
+the anyres packing in Python of its own. An embedding needs none of that: three stateless parts with
+exactly the encoder's inputs (``parts.py``), a padding-safe mask we control (DESIGN.md §2.7), no lm_head
+(a 128256 x 4096 matrix, ~7% of the compute and 2 GB fp32) and the packing done by transformers' own
+code at run time. The graphs are smaller and faster, and there is one less dependency.
+
+Memory: the model is loaded once, then each part is converted, compressed, saved and freed before the
+next (the token table first, then the vision tower, then the language model), so the peak is about the
+loaded model plus the one part being compressed.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import ModelLoadError, require
+from .manifest import MANIFEST, WEIGHTS, Manifest, file_entries, write_manifest
+from .parts import LanguagePart, VisionPart
+
+PARTS = {"vision": "vision.xml", "language": "language.xml", "embeddings": "embed_tokens.npy",
+         "image_newline": "image_newline.npy"}
+#: Files copied from the source so ``load_components`` works on the export dir (no weights).
+_COPY_SUFFIXES = (".json", ".txt", ".model", ".jinja")
+#: CPU compile properties stored in the manifest. Dynamic activation quantization is what turns int8/int4
+#: *storage* into int8 *compute* (DESIGN.md §2.6: without it int8 weights ran slower than fp32).
+DYNAMIC_QUANT_GROUP = 32
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def compression_plan(weights: str, group_size: int, ratio: float) -> dict:
+    """NNCF settings per part. The vision tower (~300M params in E5-V) gets int8 in both int modes: it is a
+    small share of the bytes, and 4-bit error there would reach every image token."""
+    if weights == "fp32":
+        return {"vision": None, "language": None}
+    int8 = {"mode": "int8_sym"}  # per-output-channel scales
+    if weights == "int8":
+        return {"vision": int8, "language": int8}
+    return {"vision": int8, "language": {"mode": "int4_asym", "group_size": group_size, "ratio": ratio}}
+
+
+def runtime_config(weights: str) -> dict:
+    """fp32 exports pin f32 inference (parity with torch); int modes let the CPU plugin pick (bf16 on AMX
+    machines) and quantize activations dynamically so matmuls run on int8 units."""
+    if weights == "fp32":
+        return {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    return {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(DYNAMIC_QUANT_GROUP), "PERFORMANCE_HINT": "LATENCY"}
+
+
+def _compress(ov_model, plan: dict | None):
+    if plan is None:
+        return ov_model
+    nncf = require("nncf", "openvino")
+    if plan["mode"] == "int8_sym":
+        return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=plan["group_size"],
+                                 ratio=plan["ratio"])
+
+
+def _prepare_output(output: Path, overwrite: bool) -> None:
+    """Refuse to write into a non-empty directory that is not an earlier export (unless overwrite)."""
+    if output.exists() and any(output.iterdir()):
+        if not (overwrite or (output / MANIFEST).is_file()):
+            raise FileExistsError(f"{output} is not empty and holds no e5v export; choose another --output "
+                                  "or pass --overwrite")
+        (output / MANIFEST).unlink(missing_ok=True)  # from here on the dir reads as partial until we finish
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def _copy_processor_files(source: Path, output: Path) -> None:
+    for path in source.iterdir():
+        if path.is_file() and path.suffix in _COPY_SUFFIXES and not path.name.endswith(".index.json") \
+                and path.name != MANIFEST:
+            shutil.copy2(path, output / path.name)
+
+
+def export_openvino(model: str, output: str | Path, *, weights: str = "int8", group_size: int = 64,
+                    ratio: float = 1.0, overwrite: bool = False, verify: bool = False, log=print) -> Path:
+    """Convert ``model`` (HF id or directory) into OpenVINO parts in ``output``; returns ``output``.
+
+    Args:
+        weights: "fp32" (no compression), "int8" (NNCF INT8_SYM per channel) or "int4" (language model NNCF
+            INT4_ASYM with ``group_size``; ``ratio`` of its matmuls in 4 bit, the rest int8; vision int8).
+        overwrite: allow writing into a non-empty directory that is not an earlier export.
+        verify: re-read every written file and check it against the manifest's SHA-256.
+    """
+    ov = require("openvino", "openvino")
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of {WEIGHTS}")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if weights != "fp32":
+        require("nncf", "openvino")
+    from transformers import LlavaNextForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    from ..loading import prompt_family, read_config, resolve_model_path
+
+    source, revision = resolve_model_path(model)
+    config = read_config(source)  # ModelLoadError for anything that is not LLaVA-NeXT
+    output = Path(output)
+    _prepare_output(output, overwrite)
+    plan = compression_plan(weights, group_size, ratio)
+
+    log(f"loading {model}")
+    hf_logging.disable_progress_bar()
+    try:
+        full = LlavaNextForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the model weights from {source}: {exc}") from exc
+    base = full.model
+    full.lm_head = None  # never exported: embeddings need no logits
+    del full
+    base.eval().requires_grad_(False)
+
+    # 1. token table: a plain array, gathered with numpy at run time (a Gather IR would only copy it)
+    table = base.language_model.embed_tokens.weight.detach()
+    np.save(output / PARTS["embeddings"], table.numpy().astype(np.float32 if weights == "fp32" else np.float16))
+    np.save(output / PARTS["image_newline"], base.image_newline.detach().float().numpy())
+    base.language_model.embed_tokens = None  # the language part takes inputs_embeds
+    del table
+    gc.collect()
+
+    with torch.inference_mode():
+        # 2. vision tower (cut at the feature layer) + projector
+        log("converting the vision tower")
+        vision = VisionPart(base, config).eval()
+        size = int(config.vision_config.image_size)  # static: CLIP's position table fixes the view size
+        ov_vision = ov.convert_model(vision, example_input=torch.zeros(1, 3, size, size),
+                                     input=[("pixel_values", [-1, 3, size, size])])
+        ov_vision.outputs[0].get_tensor().set_names({"features"})
+        ov.save_model(_compress(ov_vision, plan["vision"]), output / PARTS["vision"], compress_to_fp16=False)
+        del ov_vision, vision
+        base.vision_tower = None
+        base.multi_modal_projector = None
+        gc.collect()
+
+        # 3. language model, left-padded example so the traced mask path is the padded one
+        log("converting the language model")
+        language = LanguagePart(base.language_model).eval()
+        dim = int(config.text_config.hidden_size)
+        example = (torch.zeros(2, 5, dim), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]),
+                   torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]))
+        ov_language = ov.convert_model(language, example_input=example,
+                                       input=[("inputs_embeds", [-1, -1, dim]), ("attention_mask", [-1, -1]),
+                                              ("position_ids", [-1, -1])])
+        ov_language.outputs[0].get_tensor().set_names({"last_hidden_state"})
+        del base, language
+        gc.collect()
+        log(f"compressing the language model ({weights})")
+        ov.save_model(_compress(ov_language, plan["language"]), output / PARTS["language"], compress_to_fp16=False)
+        del ov_language
+        gc.collect()
+
+    _copy_processor_files(source, output)
+    part_files = [PARTS["embeddings"], PARTS["image_newline"]]
+    for role in ("vision", "language"):
+        part_files += [PARTS[role], PARTS[role].replace(".xml", ".bin")]
+    import transformers
+
+    versions = {"openvino": ov.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    if weights != "fp32":
+        versions["nncf"] = require("nncf", "openvino").__version__
+
+    manifest = Manifest(
+        e5v_version=__version__, source_model=str(model), source_revision=revision, weights=weights,
+        prompt_family=prompt_family(config), compression=plan, runtime=runtime_config(weights), parts=PARTS,
+        files=file_entries(output, part_files),
+        versions=versions,
+        export_peak_rss_mb=round(peak_rss_mb(), 1),
+    )
+    write_manifest(output, manifest)
+    if verify:
+        from .manifest import verify_manifest
+
+        verify_manifest(output, __version__, checksums=True)
+    log(f"wrote {output} ({weights}); export peak RSS {manifest.export_peak_rss_mb:.0f} MB")
+    return output
