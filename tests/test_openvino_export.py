@@ -103,7 +103,7 @@ def test_exporting_a_non_llava_next_model_fails_clearly(tmp_path):
 
     LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                 vocab_size=100).save_pretrained(tmp_path / "llama")
-    with pytest.raises(ModelLoadError, match="supports: LlavaNextForConditionalGeneration"):
+    with pytest.raises(ModelLoadError, match="(?i)llava"):
         export_openvino(str(tmp_path / "llama"), tmp_path / "out", weights="fp32")
     assert not (tmp_path / "out" / MANIFEST).exists()
 
@@ -128,3 +128,12 @@ def test_cli_refuses_a_foreign_non_empty_output(tiny_model_path, tmp_path):
                                       "-o", str(tmp_path)])
     assert result.exit_code != 0 and "not empty" in result.output
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_exporting_another_supported_family_fails_clearly(tmp_path):
+    """Qwen2-VL runs on the torch backend, but the OpenVINO export is LLaVA-NeXT-shaped."""
+    from e5v.testing import make_tiny_qwen2vl
+
+    path = make_tiny_qwen2vl(tmp_path / "qwen", variant="qwen2_vl")
+    with pytest.raises(ModelLoadError, match="qwen2_vl.*LLaVA-NeXT"):
+        export_openvino(str(path), tmp_path / "out", weights="fp32")

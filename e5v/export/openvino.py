@@ -109,7 +109,10 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
     from ..loading import prompt_family, read_config, resolve_model_path
 
     source, revision = resolve_model_path(model)
-    config = read_config(source)  # ModelLoadError for anything that is not LLaVA-NeXT
+    config = read_config(source)  # ModelLoadError for anything e5v cannot load at all
+    if getattr(config, "model_type", None) != "llava_next":
+        raise ModelLoadError(f"{model} is a {getattr(config, 'model_type', '?')} model; `e5v export --format "
+                             "openvino` supports LLaVA-NeXT (E5-V) checkpoints only (use the torch backend)")
     output = Path(output)
     _prepare_output(output, overwrite)
     plan = compression_plan(weights, group_size, ratio)
