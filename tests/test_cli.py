@@ -92,3 +92,22 @@ def test_demo_runs_offline_and_says_weights_are_random(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output and "royokong/e5-v" in result.output
     assert "cosine similarity" in result.output
+
+
+def test_embed_with_tokens_pooling_writes_one_matrix_per_input(run, model, tiny_model_path, tmp_path):
+    out = tmp_path / "tokens.jsonl"
+    result = run("embed", "-m", tiny_model_path, "--pooling", "tokens", "-t", "a dog", "-t", "a red car", "-o", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = model.encode(["a dog", "a red car"], pooling="tokens")
+    for row, exp in zip(rows, expected):
+        assert np.allclose(np.array(row["embedding"], dtype=np.float32), exp, atol=1e-5)
+    bad = CliRunner().invoke(cli, ["embed", "-m", str(tiny_model_path), "--pooling", "tokens", "-t", "x",
+                                   "-o", str(tmp_path / "t.npy")])
+    assert bad.exit_code == 2 and ".jsonl or .parquet" in bad.output
+
+
+def test_option_errors_are_clean(tiny_model_path, tmp_path):
+    result = CliRunner().invoke(cli, ["embed", "-m", str(tiny_model_path), "--max-image-pixels", "1000", "-t", "x",
+                                      "-o", str(tmp_path / "o.npy")])
+    assert result.exit_code == 1 and "Qwen2-VL" in result.output and "Traceback" not in result.output

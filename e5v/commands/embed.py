@@ -43,33 +43,40 @@ def embed(texts, images, composed, text_file, output, batch_size, no_normalize, 
     suffix = Path(output).suffix.lower()
     if suffix not in (".npy", ".jsonl", ".parquet"):
         raise click.UsageError("--output must end in .npy, .jsonl or .parquet")
+    if model_kw.get("pooling") == "tokens" and suffix == ".npy":
+        raise click.UsageError("--pooling tokens gives one matrix per input; write .jsonl or .parquet")
     model = load_model(**model_kw)
     vectors = model.encode([item for _, item in pairs], batch_size=batch_size, normalize=not no_normalize,
                            show_progress_bar=len(pairs) > batch_size, on_error="skip" if skip_errors else "raise")
     write_vectors(output, [label for label, _ in pairs], vectors)
-    click.echo(f"wrote {len(pairs)} x {vectors.shape[1]} vectors to {output}", err=True)
+    click.echo(f"wrote {len(pairs)} embeddings (dim {model.embedding_dim}) to {output}", err=True)
 
 
-def write_vectors(output: str, labels: list[str], vectors: np.ndarray) -> None:
-    """Write vectors as .npy, or as rows of {input, embedding} in .jsonl/.parquet."""
+def write_vectors(output: str, labels: list[str], vectors) -> None:
+    """Write vectors as .npy, or as rows of {input, embedding} in .jsonl/.parquet.
+
+    ``vectors`` is an (N, D) array (failed rows NaN -> null) or, for multi-vector pooling, a list of
+    (T_i, D) arrays (failed items None -> null).
+    """
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         np.save(path, vectors)
-    elif suffix == ".jsonl":
+        return
+    rows = [None if v is None or np.isnan(v).any() else v.tolist() for v in vectors]
+    if suffix == ".jsonl":
         with path.open("w") as f:
-            for label, vec in zip(labels, vectors):
-                row = {"input": label, "embedding": None if np.isnan(vec).any() else vec.tolist()}
-                f.write(json.dumps(row) + "\n")
-    else:
-        from ..errors import require
+            for label, row in zip(labels, rows):
+                f.write(json.dumps({"input": label, "embedding": row}) + "\n")
+        return
+    from ..errors import require
 
-        pa = require("pyarrow", "parquet")
-        pq = require("pyarrow.parquet", "parquet")
-        column = [None if np.isnan(v).any() else v.tolist() for v in vectors]
-        table = pa.table({"input": labels, "embedding": pa.array(column, type=pa.list_(pa.float32()))})
-        pq.write_table(table, path)
+    pa = require("pyarrow", "parquet")
+    pq = require("pyarrow.parquet", "parquet")
+    multi = not isinstance(vectors, np.ndarray)
+    kind = pa.list_(pa.list_(pa.float32())) if multi else pa.list_(pa.float32())
+    pq.write_table(pa.table({"input": labels, "embedding": pa.array(rows, type=kind)}), path)
 
 
 @click.command()
