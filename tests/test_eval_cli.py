@@ -227,7 +227,7 @@ def test_lora_adapter_changes_the_space_and_is_recorded(tiny_model_path, tmp_pat
     base = ["sts", "--data", str(data), "-m", str(tiny_model_path), "--cache-dir", str(cache), "--no-progress"]
     _run([*base, "-o", str(tmp_path / "base")])
     _run([*base, "--lora", str(tmp_path / "adapter"), "-o", str(tmp_path / "lora")])
-    assert len([d for d in cache.iterdir() if d.is_dir()]) == 2  # the adapter's vectors live apart
+    assert len([d for d in cache.iterdir() if (d / "space.json").is_file()]) == 2  # the adapter's vectors live apart
     assert _report(tmp_path / "lora")["config"]["lora"] == str((tmp_path / "adapter").resolve())
     assert _report(tmp_path / "base")["config"]["lora"] is None
 
@@ -248,4 +248,27 @@ def test_openvino_export_gives_the_same_table_in_its_own_cache_space(tiny_model_
         assert report["config"]["backend"] == name
         tables[name] = report["table"]
     assert tables["openvino"] == tables["torch"]  # fp32 IR: same vectors to ~1e-6, same ranks
-    assert len([d for d in cache.iterdir() if d.is_dir()]) == 2
+    assert len([d for d in cache.iterdir() if (d / "space.json").is_file()]) == 2
+
+
+def test_fully_cached_rerun_does_not_load_the_model(tiny_model_path, tmp_path):
+    import os
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_path, model_dir)
+    _images(tmp_path / "imgs", len(CAPTIONS))
+    args = ["retrieval", "-m", str(model_dir), "--images", str(tmp_path / "imgs"), "--captions",
+            str(_jsonl(tmp_path)), "--cache-dir", str(tmp_path / "cache"), *BASE]
+    first = _run(args).output
+    # Break the weights but keep size and mtime: the fingerprint is unchanged, loading would now fail.
+    weights = next(model_dir.glob("*.safetensors"))
+    stat = weights.stat()
+    weights.write_bytes(b"\0" * stat.st_size)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _run(args).output.split("\n| count")[0] == first.split("\n| count")[0]  # served from the cache
+    more = CliRunner().invoke(cli, ["eval", *args[:-len(BASE)], "--captions-per-image", "1", *BASE])
+    assert more.exit_code == 0  # fewer captions: still all cached
+    (tmp_path / "imgs" / "img0.png").write_bytes((tmp_path / "imgs" / "img1.png").read_bytes()[:-1] + b"\1")
+    needs_model = CliRunner().invoke(cli, ["eval", *args])
+    assert needs_model.exit_code == 1 and "cannot load the model weights" in needs_model.output

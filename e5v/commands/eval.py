@@ -7,6 +7,7 @@ cached ``Embedder`` (which calls ``E5V.encode``), print the markdown table and w
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,10 +38,13 @@ def eval_options(f: Callable) -> Callable:
 
 def _embedder(model_kw: dict, batch_size: int, cache_dir: str | None, no_cache: bool, progress: bool | None):
     from ..eval.cache import Embedder, EmbeddingCache, default_cache_dir, files_fingerprint
+    from ..eval.lazy import cached_or_loaded
 
-    model = load_model(**model_kw)
     lora = model_kw.get("lora")
     cache = None if no_cache else EmbeddingCache(cache_dir or default_cache_dir())
+    options = {k: v for k, v in model_kw.items() if k not in ("model", "lora")}
+    model = cached_or_loaded(cache.root if cache else None, model_kw["model"], options, lora,
+                             lambda: load_model(**model_kw))
     extra = {"lora": [str(Path(lora).resolve()), files_fingerprint(Path(lora))]} if lora else {}
     return Embedder(model, cache=cache, batch_size=batch_size, progress=progress, extra=extra)
 
@@ -59,13 +63,19 @@ def _finish(task: str, dataset: str, embedder, started: float, table: dict, coun
 
 
 def _shell(f: Callable) -> Callable:
-    """Split the shared options from a command's own and hand it a ready Embedder."""
+    """Split the shared options from a command's own and hand it a ready Embedder.
+
+    Every option that is neither an eval option nor a parameter of ``f`` is a model option and goes to
+    ``load_model`` (so options added to ``@model_options`` later work here unchanged).
+    """
+    own_names = set(inspect.signature(f).parameters) - {"make_embedder", "finish", "limit"}
 
     @functools.wraps(f)
-    def wrapper(output, limit, batch_size, cache_dir, no_cache, progress, model, backend, device, dtype,
-                image_mode, instruction, lora, **own: Any) -> None:
-        model_kw = dict(model=model, backend=backend, device=device, dtype=dtype, image_mode=image_mode,
-                        instruction=instruction, lora=lora)
+    def wrapper(output, limit, batch_size, cache_dir, no_cache, progress, **kwargs: Any) -> None:
+        own = {k: v for k, v in kwargs.items() if k in own_names}
+        model_kw = {k: v for k, v in kwargs.items() if k not in own_names}
+        if model_kw.get("pooling") == "tokens":
+            raise click.UsageError("--pooling tokens gives several vectors per input; the evals need one")
         started = time.perf_counter()
         try:
             f(lambda: _embedder(model_kw, batch_size, cache_dir, no_cache, progress),

@@ -124,19 +124,19 @@ class CacheSpace:
         self.path.mkdir(parents=True, exist_ok=True)
         meta = self.path / "space.json"
         if not meta.exists():
-            _atomic_write(meta, json.dumps(self.description, indent=2, sort_keys=True, default=str).encode())
+            atomic_write(meta, json.dumps(self.description, indent=2, sort_keys=True, default=str).encode())
         name = uuid.uuid4().hex
         tmp = self.path / f".{name}.npy.tmp"
         with tmp.open("wb") as f:
             np.save(f, np.asarray(vectors, dtype=np.float32))
         os.replace(tmp, self.path / f"{name}.npy")
-        _atomic_write(self.path / f"{name}.keys", ("\n".join(keys) + "\n").encode())
+        atomic_write(self.path / f"{name}.keys", ("\n".join(keys) + "\n").encode())
         index = self._load_index()
         for row, key in enumerate(keys):
             index[key] = (self.path / f"{name}.npy", row)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
