@@ -173,6 +173,9 @@ class Batcher:
         self.busy = True
         try:
             result = await loop.run_in_executor(self._executor, self.run, [job.item for job in live], key)
+        except asyncio.CancelledError:  # stop() while the model runs: nobody may be left waiting
+            self._fail(live, RuntimeError("the server is shutting down"))
+            raise
         except Exception as exc:  # the whole call failed: fail every future, keep the worker alive
             self._fail(live, exc)
             return
