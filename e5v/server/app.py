@@ -88,8 +88,10 @@ def create_app(config: ServerConfig, model: Any = None, loader: Callable[[], Any
 
     if config.db:
         from .search import add_search_route
+        from .web import add_web_routes
 
         add_search_route(app, state)
+        add_web_routes(app, state)
 
     app.add_middleware(MetricsMiddleware, state=state)
     if config.api_key:

@@ -1,4 +1,4 @@
-"""``--api-key``: every route except /health requires ``Authorization: Bearer <key>``.
+"""``--api-key``: every route except /health and the page shell / requires ``Authorization: Bearer <key>``.
 
 The comparison is constant-time (``hmac.compare_digest`` on bytes) so response timing does not reveal
 how much of a guessed key was right. /health stays open for load balancers and orchestrators.
@@ -12,7 +12,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 
-OPEN_PATHS = frozenset({"/health"})
+#: /health for orchestrators; / is the search page's static shell (no data: its API calls carry the key).
+OPEN_PATHS = frozenset({"/health", "/"})
 
 
 class BearerAuth:

@@ -1,12 +1,13 @@
 """``POST /v1/search`` (enabled by ``--db``): query a store built by ``e5v index`` with text, an image or both.
 
-Body: ``{"query": "text" | {"image": "data:..."} | {"image": ..., "text": ...}, "k": 10, "where": null,
-"kind": null}``. The store embeds the query with the same model; that call runs on the model thread
+Body: ``{"query": "text" | {"image": "data:..."} | {"image": ..., "text": ...} | {"id": "<item id>"}, "k": 10,
+"where": null, "kind": null}``; ``{"id": ...}`` searches with a stored item's own vector ("more like this"). The store embeds the query with the same model; that call runs on the model thread
 between batches (``Batcher.run_exclusive``), so searches and embeddings never use the model at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -43,8 +44,15 @@ def add_search_route(app: FastAPI, state: Any) -> None:
         for name, value in (("where", where), ("kind", kind)):
             if value is not None and not isinstance(value, str):
                 raise APIError(400, f"'{name}' must be a string", "invalid_request", name)
-        raw = parse_query(body["query"], state.config.limits)
-        (query,) = await resolve_items([raw], state)
+        query_spec = body["query"]
+        if isinstance(query_spec, dict) and set(query_spec) == {"id"}:  # "more like this": a stored item's vector
+            row = await asyncio.to_thread(state.store.get, query_spec["id"]) if isinstance(query_spec["id"], str) else None
+            if row is None:
+                raise APIError(404, f"no item {query_spec['id']!r} in the store", "not_found", "query")
+            query = row["vector"]
+        else:
+            raw = parse_query(query_spec, state.config.limits)
+            (query,) = await resolve_items([raw], state)
         try:
             hits = await state.batcher.run_exclusive(lambda: state.store.search(query, k=k, where=where, kind=kind))
         except ValueError as exc:  # InputError and store-side validation (bad filter, unknown kind)

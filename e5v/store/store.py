@@ -255,6 +255,23 @@ class Store:
             raise StoreError("this store was opened without a model: only vector queries are possible")
         return self.model.encode_with_details([query], raise_on_error=True).vectors[0]
 
+    def get(self, item_id: str) -> dict | None:
+        """One stored item by id (id, path, kind, text, metadata, vector), or None if absent.
+
+        Used for "more like this" (search with an item's own vector) and by the server's thumbnail route,
+        which may only read paths recorded here.
+        """
+        if not isinstance(item_id, str) or not item_id.isalnum():
+            return None
+        self._table.checkout_latest()
+        rows = (self._table.search().where(f"id = '{item_id}'")
+                .select(["id", "path", "kind", "text", "metadata", "vector"]).limit(1).to_arrow().to_pylist())
+        if not rows:
+            return None
+        row = rows[0]
+        return {"id": row["id"], "path": row["path"], "kind": row["kind"], "text": row["text"],
+                "metadata": _json(row["metadata"]), "vector": np.asarray(row["vector"], dtype=np.float32)}
+
     # ----------------------------------------------------------------- facts
     def __len__(self) -> int:
         self._table.checkout_latest()
