@@ -123,3 +123,32 @@ def test_bad_options(tiny_model_path):
         E5V.from_pretrained(tiny_model_path, backend="tensorflow")
     with pytest.raises(ValueError, match="dtype"):
         E5V.from_pretrained(tiny_model_path, dtype="int3")
+
+
+def test_legacy_checkpoint_layout_loads_identically(tiny_model_path, tmp_path, model, images):
+    """royokong/e5-v was saved by transformers 4.x: vision_tower.vision_model.*, language_model.model.* keys."""
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "legacy"
+    shutil.copytree(tiny_model_path, copy)
+    tensors = load_file(copy / "model.safetensors")
+    renamed = {("vision_tower.vision_model." + k[len("vision_tower."):] if k.startswith("vision_tower.") else k): v
+               for k, v in tensors.items()}
+    assert any(k.startswith("language_model.model.") for k in renamed)
+    save_file(renamed, copy / "model.safetensors", metadata={"format": "pt"})
+    items = ["a dog", images["green wide"]]
+    assert np.allclose(E5V.from_pretrained(copy).encode(items), model.encode(items), atol=1e-6)
+
+
+def test_checkpoint_with_missing_tensors_is_refused(tiny_model_path, tmp_path):
+    """transformers would initialise missing weights randomly: a silent wrong vector. e5v refuses."""
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "partial"
+    shutil.copytree(tiny_model_path, copy)
+    tensors = load_file(copy / "model.safetensors")
+    dropped = next(k for k in tensors if "layers.1.mlp.down_proj" in k)
+    del tensors[dropped]
+    save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="missing"):
+        E5V.from_pretrained(copy)

@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelLoadError
-from .torch_backend import _NAMES, _apply_lora, resolve_device_dtype
+from .torch_backend import _NAMES, _apply_lora, load_checked, resolve_device_dtype
 
 
 class Qwen2VLTorchBackend:
@@ -37,10 +36,7 @@ class Qwen2VLTorchBackend:
         hf_logging.disable_progress_bar()
         arch = (getattr(components.config, "architectures", None) or ["Qwen2VLForConditionalGeneration"])[0]
         model_cls = getattr(transformers, arch, None) or transformers.Qwen2VLForConditionalGeneration
-        try:
-            full = model_cls.from_pretrained(components.path, dtype=dt)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load the model weights from {components.path}: {exc}") from exc
+        full = load_checked(model_cls, components.path, dt)
         base = full.model
         full.lm_head = None
         del full

@@ -53,10 +53,7 @@ class TorchBackend:
 
         dev, dt = resolve_device_dtype(device, dtype)
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown CLI output
-        try:
-            full = LlavaNextForConditionalGeneration.from_pretrained(components.path, dtype=dt)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load the model weights from {components.path}: {exc}") from exc
+        full = load_checked(LlavaNextForConditionalGeneration, components.path, dt)
         base = full.model
         full.lm_head = None  # drop the head explicitly: an embedding model never needs logits
         del full
@@ -108,6 +105,27 @@ class TorchBackend:
             use_cache=False,
         )
         return out.last_hidden_state
+
+
+def load_checked(model_cls: Any, path: Any, dtype: torch.dtype) -> Any:
+    """``from_pretrained`` that refuses checkpoints with missing or mis-shaped tensors.
+
+    transformers only logs them and initialises those weights randomly: every vector would be silently
+    wrong. The lm_head is exempt (e5v drops it).
+    """
+    try:
+        model, info = model_cls.from_pretrained(path, dtype=dtype, output_loading_info=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the model weights from {path}: {exc}") from exc
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("lm_head"))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
+    if missing or mismatched:
+        listing = ", ".join((missing + mismatched)[:5])
+        raise ModelLoadError(
+            f"the checkpoint in {path} does not match its config: {len(missing)} missing and {len(mismatched)} "
+            f"mis-shaped tensors (e.g. {listing}); it is incomplete or corrupt (re-download it)"
+        )
+    return model
 
 
 def _apply_lora(base: Any, lora: str) -> Any:
