@@ -183,6 +183,7 @@ def test_metrics_and_unknown_routes(http):
         assert series in text
     assert_error(http.get("/v1/nothing"), 404, code="not_found")
     assert_error(http.get("/v1/embeddings"), 405)
+    assert_error(http.post("/v1/search", json={"query": "a"}), 404)  # no --db: no search route
 
 
 # ----------------------------------------------------------------------------- auth

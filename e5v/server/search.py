@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from ..errors import StoreError
 from .errors import APIError
 from .schemas import parse_query
 
@@ -55,8 +56,11 @@ def add_search_route(app: FastAPI, state: Any) -> None:
             (query,) = await resolve_items([raw], state)
         try:
             hits = await state.batcher.run_exclusive(lambda: state.store.search(query, k=k, where=where, kind=kind))
-        except ValueError as exc:  # InputError and store-side validation (bad filter, unknown kind)
+        except ValueError as exc:  # InputError (bad query item), unknown kind, wrong vector size
             raise APIError(400, f"search failed: {exc}", "invalid_request") from None
+        except StoreError as exc:  # with a filter, most likely the filter; otherwise the store itself
+            status = 400 if where else 500
+            raise APIError(status, f"search failed: {exc}", "invalid_request" if where else "store_error") from None
         data = [{"object": "search_result", "rank": i, **_jsonable(hit)} for i, hit in enumerate(hits)]
         return JSONResponse({"object": "list", "data": data, "model": state.name})
 
