@@ -201,7 +201,9 @@ def test_sts12_16_directory_reports_each_subset_and_all(tiny_model_path, tmp_pat
     (tmp_path / "STS.input.images.txt").write_text("".join(f"{sents[i]}\t{sents[(i + 3) % 8]}\n" for i in range(6)))
     (tmp_path / "STS.gs.images.txt").write_text("1.0\n\n3.5\n2.0\n\n4.0\n")
     out = tmp_path / "sts14"
-    _run(["sts", "--data", str(tmp_path), "-m", str(tiny_model_path), "--no-cache", "-o", str(out), "--no-progress"])
+    result = _run(["sts", "--data", str(tmp_path), "-m", str(tiny_model_path), "--no-cache", "-o", str(out),
+                   "--progress"])
+    assert "sentences: 100%" in result.stderr  # the progress bar (tqdm on stderr)
     report = _report(out)
     assert list(report["table"]) == ["headlines", "images", "all"]
     assert report["counts"]["images_pairs"] == 4 and report["counts"]["all_pairs"] == 12

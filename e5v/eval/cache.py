@@ -175,14 +175,21 @@ class Embedder:
         return resolve_prompts(prompt, self.model.instruction)
 
     def encode(self, items: Sequence[Any], keys: Sequence[str], labels: Sequence[str],
-               prompt: PromptSet | None = None, desc: str = "embedding") -> np.ndarray:
-        """Raw vectors (N, D) for ``items`` (deduplicated by key); bad items raise naming their label."""
+               prompt: PromptSet | None = None, desc: str = "embedding", kind: str | None = None) -> np.ndarray:
+        """Raw vectors (N, D) for ``items`` (deduplicated by key); bad items raise naming their label.
+
+        ``kind`` ("text", "image", "composed") names the items' prompt template when all share one;
+        otherwise it is inferred per item (which touches every item: pass it for lazy sequences).
+        """
         if not (len(items) == len(keys) == len(labels)):
             raise ValueError("items, keys and labels must have the same length")
+        if kind not in (None, "text", "image", "composed"):
+            raise ValueError(f"kind must be text, image or composed, not {kind!r}")
         prompts = self.effective_prompts(prompt)
         # An item's vector depends on its own kind's template only: a CIRR run (other image prompt)
         # reuses the text vectors of a retrieval run.
-        keys = [digest(kind, getattr(prompts, kind), key) for kind, key in zip(map(_kind, items), keys)]
+        kinds = [kind] * len(keys) if kind is not None else [_kind(item) for item in items]
+        keys = [digest(k, getattr(prompts, k), key) for k, key in zip(kinds, keys)]
         space = self.cache.space(self.space_description()) if self.cache is not None else None
         first: dict[str, int] = {}
         for i, key in enumerate(keys):

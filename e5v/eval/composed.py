@@ -46,7 +46,8 @@ class _Keys:
 
 def _embed_gallery(embedder: Embedder, data: ComposedSet, prompts: PromptSet, keys: _Keys) -> np.ndarray:
     paths = list(data.gallery.values())
-    return embedder.encode(paths, [keys(p) for p in paths], [str(p) for p in paths], prompt=prompts, desc="gallery")
+    return embedder.encode(paths, [keys(p) for p in paths], [str(p) for p in paths], prompt=prompts, desc="gallery",
+                            kind="image")
 
 
 def _embed_queries(embedder: Embedder, data: ComposedSet, texts: list[str], prompts: PromptSet, keys: _Keys,
@@ -56,7 +57,7 @@ def _embed_queries(embedder: Embedder, data: ComposedSet, texts: list[str], prom
     items = [{"image": path, "text": text} for path, text in zip(refs, texts)]
     item_keys = [composed_key(keys(path), text) for path, text in zip(refs, texts)]
     labels = [f"query {i} ({q.reference!r} + {t[:40]!r})" for i, (q, t) in enumerate(zip(data.queries, texts))]
-    return embedder.encode(items, item_keys, labels, prompt=prompts, desc=desc)
+    return embedder.encode(items, item_keys, labels, prompt=prompts, desc=desc, kind="composed")
 
 
 def subset_ranks(queries: np.ndarray, gallery: np.ndarray, data: ComposedSet) -> np.ndarray:

@@ -36,7 +36,7 @@ def run_i2i(embedder: Embedder, data: RetrievalSet, spec: RenderSpec = RenderSpe
     rendered = _Rendered(data.captions, spec)
     keys = [rendered_key(c, spec) for c in data.captions]
     labels = [f"rendered caption {i}: {c[:40]!r}" for i, c in enumerate(data.captions)]
-    captions = embedder.encode(rendered, keys, labels, desc="rendered captions")
+    captions = embedder.encode(rendered, keys, labels, desc="rendered captions", kind="image")
     images = embed_images(embedder, data.images)
     table = score_retrieval(captions, images, data.caption_image, query_name="rendered text")
     return table, {"images": len(data.images), "rendered_captions": len(data.captions)}

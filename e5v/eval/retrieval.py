@@ -30,13 +30,15 @@ def score_retrieval(caption_vecs: np.ndarray, image_vecs: np.ndarray, caption_im
 
 def embed_images(embedder: Embedder, images: Sequence, desc: str = "images") -> np.ndarray:
     """Embed image files with the model's image prompt (keyed by file content)."""
-    return embedder.encode(list(images), [file_key(p) for p in images], [str(p) for p in images], desc=desc)
+    return embedder.encode(list(images), [file_key(p) for p in images], [str(p) for p in images], desc=desc,
+                            kind="image")
 
 
 def run_retrieval(embedder: Embedder, data: RetrievalSet) -> tuple[dict, dict]:
     """(table, counts) for image-text retrieval on ``data``."""
     captions = embedder.encode(data.captions, [text_key(c) for c in data.captions],
-                               [f"caption {i}: {c[:40]!r}" for i, c in enumerate(data.captions)], desc="captions")
+                               [f"caption {i}: {c[:40]!r}" for i, c in enumerate(data.captions)], desc="captions",
+                               kind="text")
     images = embed_images(embedder, data.images)
     table = score_retrieval(captions, images, data.caption_image)
     return table, {"images": len(data.images), "captions": len(data.captions)}

@@ -16,7 +16,7 @@ def run_sts(embedder: Embedder, subsets: list[STSSubset]) -> tuple[dict, dict]:
     """(table, counts) for STS subsets."""
     sentences = list(dict.fromkeys(s for subset in subsets for pair in subset.pairs for s in pair))
     vectors = embedder.encode(sentences, [text_key(s) for s in sentences],
-                              [f"sentence {s[:40]!r}" for s in sentences], desc="sentences")
+                              [f"sentence {s[:40]!r}" for s in sentences], desc="sentences", kind="text")
     row_of = {s: i for i, s in enumerate(sentences)}
     table, counts = {}, {}
     pooled_pred: list[float] = []
