@@ -14,7 +14,17 @@ BENCH_MODEL = Path(os.environ.get("E5V_BENCH_MODEL", "/tmp/e5v-bench-model"))
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB)."""
+    """Peak resident set size of this process in MB.
+
+    Reads VmHWM (peak of the current address space, reset by exec). ``ru_maxrss`` is not used: on Linux
+    it survives fork+exec, so a worker spawned by a large parent would report the parent's peak.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
