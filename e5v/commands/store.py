@@ -56,12 +56,21 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
     manifests have `image` and/or `text` columns, other columns become metadata. Re-running skips
     content already stored, so an interrupted run resumes where it stopped.
     """
+    from ..errors import StoreError
     from ..store import Store
+    from ..store.lock import WriterLock
 
-    model = _model_for(db, ctx, model_kw)
-    store = Store.open(db, model)
-    report = store.add(list(paths), batch_size=batch_size, show_progress=not quiet, text_unit=text_unit,
-                       pairs=pairs, commit_every=commit_every, build_ann=True if build_ann else False if no_ann else None)
+    root = Path(db)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create a store at {root}: {exc.strerror or exc}") from None
+    with WriterLock(root):  # refuse a second writer before spending time on loading the model
+        model = _model_for(db, ctx, model_kw)
+        store = Store.open(db, model)
+        report = store.add(list(paths), batch_size=batch_size, show_progress=not quiet, text_unit=text_unit,
+                           pairs=pairs, commit_every=commit_every,
+                           build_ann=True if build_ann else False if no_ann else None)
     click.echo(str(report))
 
 

@@ -17,13 +17,21 @@ LOCK_NAME = ".e5v-write.lock"
 
 
 class WriterLock:
-    """Context manager holding the store's write lock; refuses (StoreError) if another process has it."""
+    """Context manager holding the store's write lock; refuses (StoreError) if another process has it.
+
+    Re-entrant within a process (the CLI takes it before loading the model, ``Store.add`` again inside).
+    """
+
+    _held: dict[Path, int] = {}  # lock path -> nesting depth in this process
 
     def __init__(self, root: Path):
-        self.path = Path(root) / LOCK_NAME
+        self.path = Path(root).resolve() / LOCK_NAME
         self._fd: int | None = None
 
     def __enter__(self) -> "WriterLock":
+        if self._held.get(self.path):
+            self._held[self.path] += 1
+            return self
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -40,9 +48,11 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+        self._held[self.path] = 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._held[self.path] -= 1
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
