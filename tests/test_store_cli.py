@@ -101,3 +101,16 @@ def test_sigkill_mid_index_loses_nothing_and_resumes_without_duplicates(tiny_mod
     texts = [h["text"] for h in hits]
     assert len(texts) == n and len(set(texts)) == n
     assert len({h["id"] for h in hits}) == n
+
+
+def test_demo_search_indexes_samples_and_queries_three_ways(model, images, capsys):
+    from e5v.commands.store import demo_search
+
+    captions = [f"a {name.split()[0]} picture" for name in images]
+    demo_search(model, images, captions)
+    out = capsys.readouterr().out
+    assert "added 8, skipped 0 already present, failed 0" in out
+    for title in ("text -> image", "image -> image: red square", "image+text: red square"):
+        assert f"search {title}" in out
+    image_block = out.split("search image -> image")[1].split("search image+text")[0]
+    assert "red_square.png" in image_block.splitlines()[4]  # the query image ranks itself first

@@ -51,3 +51,7 @@ def demo(model: str | None) -> None:
     vectors = m.encode(items)
     click.echo(f"{m!r}\nembedded {len(items)} items -> {vectors.shape[0]} x {vectors.shape[1]} float32\n")
     print_matrix(labels, m.similarity(vectors, vectors), title="cosine similarity")
+
+    from .store import demo_search
+
+    demo_search(m, images, captions)

@@ -122,3 +122,32 @@ def _print_hits(hits: list[dict]) -> None:
         meta = json.dumps(h["metadata"], ensure_ascii=False)[:60] if h["metadata"] else ""
         table.add_row(str(rank), f"{h['score']:.4f}", h["kind"], h["path"] or "", text, meta)
     Console().print(table)
+
+
+def demo_search(model: Any, images: dict, captions: list[str]) -> None:
+    """For `e5v demo`: index the sample images and captions into a temporary store and query it 3 ways."""
+    import tempfile
+
+    from ..errors import MissingExtraError
+    from ..store import Store
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="e5v-demo-store-") as tmp:
+            folder = Path(tmp) / "samples"
+            folder.mkdir()
+            for name, image in images.items():
+                image.save(folder / f"{name.replace(' ', '_')}.png")
+            (folder / "captions.txt").write_text("\n".join(captions) + "\n")
+            store = Store.open(Path(tmp) / "db", model)
+            click.echo(f"\nindexing {len(images)} images + {len(captions)} captions into a temporary store:")
+            click.echo(str(store.add([folder], show_progress=False)))
+            first = next(iter(images))
+            queries = [(f"text -> image: {captions[0]!r}", captions[0], "image"),
+                       (f"image -> image: {first}", folder / f"{first.replace(' ', '_')}.png", "image"),
+                       (f"image+text: {first} | 'make it blue'",
+                        {"image": folder / f"{first.replace(' ', '_')}.png", "text": "make it blue"}, None)]
+            for title, query, kind in queries:
+                click.echo(f"\nsearch {title}")
+                _print_hits([{**h, "path": Path(h["path"]).name} for h in store.search(query, k=3, kind=kind)])
+    except MissingExtraError as exc:
+        click.echo(f"\n(skipping the search demo: {exc})")
