@@ -53,6 +53,10 @@ class E5V:
         >>> m.similarity(v[:1], v[1:])
     """
 
+    #: LoRA adapter directory applied at load (None: none); merged into the weights, so recorded here for
+    #: caches of derived vectors (e5v eval) that must tell an adapter's vectors from the base model's.
+    lora: str | None = None
+
     def __init__(self, components: Components, backend: Any, *, image_mode: str = "anyres",
                  prompt: str | PromptSet | None = None, instruction: str | None = None, pooling: str = "last",
                  image_limits: ImageLimits = ImageLimits()):
@@ -96,8 +100,10 @@ class E5V:
         backend_obj = backend_class(name, components.spec).load(components, device=device, dtype=dtype,
                                                                 lora=str(lora) if lora is not None else None)
         limits = ImageLimits(max_pixels=max_pixels) if max_pixels else ImageLimits()
-        return cls(components, backend_obj, image_mode=image_mode, prompt=prompt, instruction=instruction,
-                   pooling=pooling, image_limits=limits)
+        loaded = cls(components, backend_obj, image_mode=image_mode, prompt=prompt, instruction=instruction,
+                     pooling=pooling, image_limits=limits)
+        loaded.lora = str(lora) if lora is not None else None
+        return loaded
 
     # ----------------------------------------------------------------- encoding
     def encode(self, inputs: Any, *, batch_size: int = 8, normalize: bool = True, instruction: str | None = None,

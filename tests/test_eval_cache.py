@@ -55,8 +55,13 @@ def test_changing_prompts_or_lora_or_weights_changes_the_space(model, tmp_path):
     spy.encoded.clear()
     _encode(Embedder(spy, cache=EmbeddingCache(tmp_path)), TEXTS[:2], prompt=NAMED_PROMPTS["cirr-target"])
     assert spy.encoded == []  # cirr-target only changes the image prompt: same text space
-    _encode(Embedder(spy, cache=EmbeddingCache(tmp_path), extra={"lora": ["/some/adapter", []]}), TEXTS[:2])
+    adapter = tmp_path.parent / f"{tmp_path.name}-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    spy.lora = str(adapter)  # what E5V.from_pretrained(lora=...) records
+    _encode(Embedder(spy, cache=EmbeddingCache(tmp_path)), TEXTS[:2])
     assert len(spy.encoded) == 2
+    spy.lora = None
     spy.encoded.clear()
     custom = NAMED_PROMPTS["e5v"].__class__(text="<sent>\nIn one word: ")
     _encode(Embedder(spy, cache=EmbeddingCache(tmp_path)), TEXTS[:2], prompt=custom)

@@ -37,7 +37,7 @@ def eval_options(f: Callable) -> Callable:
 
 
 def _embedder(model_kw: dict, batch_size: int, cache_dir: str | None, no_cache: bool, progress: bool | None):
-    from ..eval.cache import Embedder, EmbeddingCache, default_cache_dir, files_fingerprint
+    from ..eval.cache import Embedder, EmbeddingCache, default_cache_dir
     from ..eval.lazy import cached_or_loaded
 
     lora = model_kw.get("lora")
@@ -45,15 +45,15 @@ def _embedder(model_kw: dict, batch_size: int, cache_dir: str | None, no_cache: 
     options = {k: v for k, v in model_kw.items() if k not in ("model", "lora")}
     model = cached_or_loaded(cache.root if cache else None, model_kw["model"], options, lora,
                              lambda: load_model(**model_kw))
-    extra = {"lora": [str(Path(lora).resolve()), files_fingerprint(Path(lora))]} if lora else {}
-    return Embedder(model, cache=cache, batch_size=batch_size, progress=progress, extra=extra)
+    return Embedder(model, cache=cache, batch_size=batch_size, progress=progress)
 
 
 def _finish(task: str, dataset: str, embedder, started: float, table: dict, counts: dict, limit: int | None,
             output: str | None, **settings: Any) -> None:
     from ..eval.report import EvalReport
 
-    config = {**embedder.model.embedding_config(), "lora": embedder.extra.get("lora", [None])[0], **settings}
+    lora = getattr(embedder.model, "lora", None)
+    config = {**embedder.model.embedding_config(), "lora": str(Path(lora).resolve()) if lora else None, **settings}
     report = EvalReport(task=task, dataset=dataset, table=table, counts=counts, config=config, limit=limit,
                         elapsed_seconds=round(time.perf_counter() - started, 2))
     click.echo(report.to_markdown())

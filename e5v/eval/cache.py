@@ -72,6 +72,13 @@ def files_fingerprint(directory: Path | None) -> list[list[Any]]:
             if p.is_file() and p.suffix in wanted]
 
 
+def lora_fingerprint(lora: str | os.PathLike | None) -> list | None:
+    """Resolved path and file fingerprint of a LoRA adapter directory (None without one)."""
+    if lora is None:
+        return None
+    return [str(Path(lora).resolve()), files_fingerprint(Path(lora))]
+
+
 class EmbeddingCache:
     """Content-addressed store of raw vectors, one directory per embedding space."""
 
@@ -151,7 +158,7 @@ class Embedder:
     batch_size: passed to ``model.encode``.
     chunk_size: items per ``encode`` call (bounds memory; each chunk is cached when done).
     progress:   show progress bars (None: only when stderr is a terminal).
-    extra:      more facts that define the space, e.g. {"lora": fingerprint} (the model cannot tell).
+    extra:      more facts that define the space, beyond the model's config, weights and ``model.lora``.
     """
 
     model: Any
@@ -166,7 +173,7 @@ class Embedder:
         m = self.model
         config = {k: v for k, v in m.embedding_config().items() if k != "prompts"}
         return {"config": config, "weights_files": files_fingerprint(getattr(m.components, "path", None)),
-                **self.extra}
+                "lora": lora_fingerprint(getattr(m, "lora", None)), **self.extra}
 
     def effective_prompts(self, prompt: PromptSet | None) -> PromptSet:
         """The prompts ``encode`` will really use (the model's instruction applies to explicit sets too)."""

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from ..prompts import PromptSet
-from .cache import atomic_write, digest, files_fingerprint
+from .cache import atomic_write, digest, files_fingerprint, lora_fingerprint
 
 
 class LazyModel:
@@ -46,6 +46,10 @@ class LazyModel:
         return self._facts["instruction"]
 
     @property
+    def lora(self) -> str | None:
+        return self._facts.get("lora")
+
+    @property
     def embedding_dim(self) -> int:
         return int(self._facts["config"]["dim"])
 
@@ -63,8 +67,7 @@ def model_key(model: str, options: dict, lora: str | None) -> str | None:
     from .. import __version__
 
     parts = {"path": str(path.resolve()), "files": files_fingerprint(path), "options": options,
-             "lora": [str(Path(lora).resolve()), files_fingerprint(Path(lora))] if lora else None,
-             "e5v_version": __version__}
+             "lora": lora_fingerprint(lora), "e5v_version": __version__}
     return digest(json.dumps(parts, sort_keys=True, default=str))[:24]
 
 
@@ -81,7 +84,8 @@ def cached_or_loaded(cache_root: Path | None, model: str, options: dict, lora: s
     loaded = load()
     if record is not None:
         facts = {"path": os.fspath(loaded.components.path), "config": loaded.embedding_config(),
-                 "prompts": asdict(loaded.prompts), "instruction": loaded.instruction}
+                 "prompts": asdict(loaded.prompts), "instruction": loaded.instruction,
+                 "lora": getattr(loaded, "lora", None)}
         record.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(record, json.dumps(facts, indent=2, default=str).encode())
     return loaded
