@@ -274,3 +274,24 @@ def test_fully_cached_rerun_does_not_load_the_model(tiny_model_path, tmp_path):
     (tmp_path / "imgs" / "img0.png").write_bytes((tmp_path / "imgs" / "img1.png").read_bytes()[:-1] + b"\1")
     needs_model = CliRunner().invoke(cli, ["eval", *args])
     assert needs_model.exit_code == 1 and "cannot load the model weights" in needs_model.output
+
+
+def test_sts_several_datasets_report_their_average(tiny_model_path, tmp_path):
+    sents = ["a dog runs", "a cat sleeps", "the sky is blue", "a man plays guitar", "snow on the mountain",
+             "a red car", "people ride bicycles", "a plate of rice"]
+    sts14 = tmp_path / "STS14"
+    sts14.mkdir()
+    for name, shift in (("headlines", 1), ("images", 2)):
+        (sts14 / f"STS.input.{name}.txt").write_text("".join(f"{sents[i]}\t{sents[(i + shift) % 8]}\n" for i in range(8)))
+        (sts14 / f"STS.gs.{name}.txt").write_text("".join(f"{(i * shift) % 5}.0\n" for i in range(8)))
+    stsb = tmp_path / "sts-test.csv"
+    stsb.write_text("".join(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{(i * 7) % 6}.000\t{sents[i]}\t{sents[7 - i]}\n"
+                            for i in range(8)))
+    common = ["-m", str(tiny_model_path), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    _run(["sts", "--data", str(sts14), "--data", str(stsb), *common, "-o", str(tmp_path / "both")])
+    _run(["sts", "--data", str(sts14), *common, "-o", str(tmp_path / "one")])
+    both, one = _report(tmp_path / "both")["table"], _report(tmp_path / "one")["table"]
+    assert list(both) == ["STS14: headlines", "STS14: images", "STS14: all", "sts-test.csv", "average"]
+    assert both["STS14: all"] == pytest.approx(one["all"])  # pooled within a dataset only
+    expected = (both["STS14: all"]["spearman"] + both["sts-test.csv"]["spearman"]) / 2
+    assert both["average"]["spearman"] == pytest.approx(expected)

@@ -171,19 +171,24 @@ def composed(make_embedder, finish, limit, dataset, root, images, categories, or
 
 @eval_group.command()
 @eval_options
-@click.option("--data", required=True, type=click.Path(exists=True),
-              help="sts-test.csv, SICK_test_annotated.txt / SICK.txt, STS.input.<name>.txt or an STS12-16 directory.")
+@click.option("--data", "data", required=True, multiple=True, type=click.Path(exists=True),
+              help="sts-test.csv, SICK_test_annotated.txt / SICK.txt, STS.input.<name>.txt or an STS12-16 "
+                   "directory; repeat to evaluate several and report their average.")
 @click.option("--format", "fmt", type=click.Choice(["stsb", "sick", "sts12-16"]), default=None,
-              help="File format (default: guessed from the name).")
+              help="File format of every --data (default: guessed from each name).")
 @friendly_errors
 @_shell
 def sts(make_embedder, finish, limit, data, fmt) -> None:
     """Semantic textual similarity: Spearman x100 of cosine vs gold."""
-    from ..eval.sts import run_sts
+    from ..eval.sts import run_sts_many
     from ..eval.sts_formats import detect_format, read_sts
 
-    fmt = fmt or detect_format(data)
-    subsets = read_sts(data, fmt, limit=limit)
+    formats = [fmt or detect_format(path) for path in data]
+    datasets = [(Path(path).name, read_sts(path, f, limit=limit)) for path, f in zip(data, formats)]
+    names = [name for name, _ in datasets]
+    if len(set(names)) != len(names):
+        raise click.UsageError(f"two --data share a name ({', '.join(names)}); rename or pass each once")
     embedder = make_embedder()
-    table, counts = run_sts(embedder, subsets)
-    finish("sts", Path(data).name, embedder, table=table, counts=counts, format=fmt)
+    table, counts = run_sts_many(embedder, datasets)
+    finish("sts", " + ".join(names), embedder, table=table, counts=counts,
+           format=formats[0] if len(formats) == 1 else formats)

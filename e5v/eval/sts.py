@@ -34,3 +34,28 @@ def run_sts(embedder: Embedder, subsets: list[STSSubset]) -> tuple[dict, dict]:
         counts["all_pairs"] = len(pooled_gold)
     counts["unique_sentences"] = len(sentences)
     return table, counts
+
+
+def headline(table: dict) -> float:
+    """The one number of a dataset: its pooled "all" row, or its only row."""
+    return table["all"]["spearman"] if "all" in table else next(iter(table.values()))["spearman"]
+
+
+def run_sts_many(embedder: Embedder, datasets: list[tuple[str, list[STSSubset]]]) -> tuple[dict, dict]:
+    """Several STS datasets (e.g. the paper's seven): each one's rows, then the average of their headlines.
+
+    Subsets are pooled only within a dataset, never across datasets.
+    """
+    if len(datasets) == 1:
+        return run_sts(embedder, datasets[0][1])
+    table, counts, headlines = {}, {}, []
+    for name, subsets in datasets:
+        sub_table, sub_counts = run_sts(embedder, subsets)
+        if len(sub_table) == 1:
+            table[name] = next(iter(sub_table.values()))
+        else:
+            table.update({f"{name}: {row}": metrics for row, metrics in sub_table.items()})
+        counts.update({f"{name}: {key}": value for key, value in sub_counts.items()})
+        headlines.append(headline(sub_table))
+    table["average"] = {"spearman": sum(headlines) / len(headlines)}
+    return table, counts
