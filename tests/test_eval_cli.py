@@ -295,3 +295,21 @@ def test_sts_several_datasets_report_their_average(tiny_model_path, tmp_path):
     assert both["STS14: all"] == pytest.approx(one["all"])  # pooled within a dataset only
     expected = (both["STS14: all"]["spearman"] + both["sts-test.csv"]["spearman"]) / 2
     assert both["average"]["spearman"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_qwen2vl_family_runs_the_same_protocol(tmp_path):
+    from e5v import E5V
+    from e5v.testing import make_tiny_qwen2vl
+
+    path = make_tiny_qwen2vl(tmp_path / "qwen")
+    images = _images(tmp_path / "imgs", len(CAPTIONS))
+    out = tmp_path / "qwen-retrieval"
+    _run(["retrieval", "-m", str(path), "--images", str(tmp_path / "imgs"), "--captions", str(_jsonl(tmp_path)),
+          "--no-cache", "--no-progress", "-o", str(out)])
+    report = _report(out)
+    model = E5V.from_pretrained(path)
+    t = model.encode([c for caps in CAPTIONS for c in caps])
+    v = model.encode(images)
+    assert report["table"]["text->image"] == pytest.approx(_brute_recall(t, v, [[o] for o in _owners()], (1, 5, 10)))
+    assert report["config"]["prompt_family"] == model.embedding_config()["prompt_family"]
