@@ -58,6 +58,8 @@ def load_language_model(path: str | Path, config: Any, dtype: torch.dtype = torc
     bad = sorted(info.get("missing_keys", ())) + sorted(str(k) for k in info.get("mismatched_keys", ()))
     if bad:
         raise ModelLoadError(f"the language model in {path} is incomplete or mis-shaped (e.g. {bad[:5]})")
+    model.config._name_or_path = str(path)  # recorded by peft as the adapter's base_model_name_or_path
+    model.name_or_path = str(path)
     return model
 
 
