@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,6 @@ pytest.importorskip("lancedb")
 
 from e5v.errors import ConfigMismatchError, StoreError  # noqa: E402
 from e5v.store import Store  # noqa: E402
-from e5v.store.lock import WriterLock  # noqa: E402
 
 CAPTIONS = [("a red square with dots", "train"), ("a green panorama", "test"), ("a tall blue picture", "test")]
 
@@ -147,7 +148,25 @@ def test_foreign_corrupt_readonly_and_locked(model, store, tmp_path):
         manifest.write_bytes(b"garbage")
     with pytest.raises(StoreError, match="corrupted or unreadable"):
         Store.open(corrupt, model).search("x")
-    with WriterLock(store.root):  # another writer holds the store: refused, naming the holder
-        with pytest.raises(StoreError, match=r"being written by another process \(pid \d+\)"):
+    holder = subprocess.Popen(  # another process holds the write lock until we close its stdin
+        [sys.executable, "-c", "import sys; from e5v.store.lock import WriterLock\n"
+         f"with WriterLock({str(store.root)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreError, match=rf"being written by another process \(pid {holder.pid}\)"):
             store.add([{"text": "blocked"}], show_progress=False)
-    assert store.search("x", k=1)  # reading while locked is fine
+        assert store.search("x", k=1)  # reading while locked is fine
+    finally:
+        holder.communicate("")
+    assert store.add([{"text": "unblocked"}], show_progress=False).added == 1  # released on exit
+
+
+def test_store_killed_during_creation_is_recreated_not_corrupt(model, tmp_path):
+    root = tmp_path / "db"
+    (root / "items.lance" / "data").mkdir(parents=True)  # what a kill before the first manifest leaves
+    (root / "items.lance" / "data" / "orphan.lance").write_bytes(b"partial")
+    store = Store.open(root, model)
+    assert len(store) == 0
+    assert store.add([{"text": "hello", "metadata": {"n": 1}}], show_progress=False).added == 1
+    assert store.search("hello", k=1)[0]["metadata"] == {"n": 1}

@@ -85,6 +85,7 @@ class Store:
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root} is a file, not a store directory")
         config = _model_config(model) if model is not None else None
+        _remove_uncommitted_creation(root)
         if (root / f"{TABLE}.lance").exists():
             try:
                 table = lancedb.connect(root).open_table(TABLE)
@@ -145,7 +146,7 @@ class Store:
             self._table.checkout_latest()
             existing = self._existing_hashes()
             todo: list[Record] = []
-            for found in discover(sources, text_unit=text_unit, pairs=pairs):
+            for found in _scanning(discover(sources, text_unit=text_unit, pairs=pairs), show_progress):
                 if isinstance(found, Problem):
                     (report.unsupported if found.unsupported else report.failed).append((found.source, found.reason))
                 elif found.hash in existing:
@@ -293,12 +294,36 @@ class Store:
         return f"Store({str(self.root)!r}, rows={len(self)}, model={self.config.get('model')!r}, dim={self.dim})"
 
 
+def _remove_uncommitted_creation(root: Path) -> None:
+    """A process killed while creating the table can leave ``items.lance`` without any committed manifest.
+
+    Such a directory holds no row by construction (nothing is visible before the first manifest), so it
+    is removed and the store is created afresh instead of being reported as corrupted.
+    """
+    table_dir = root / f"{TABLE}.lance"
+    versions = table_dir / "_versions"
+    if not table_dir.is_dir() or (versions.is_dir() and any(versions.glob("*.manifest"))):
+        return
+    import shutil
+
+    with WriterLock(root):
+        if not (versions.is_dir() and any(versions.glob("*.manifest"))):
+            shutil.rmtree(table_dir)
+
+
 def _model_config(model: Any) -> dict:
     config = model.embedding_config()
     if config.get("pooling") == "tokens":
         raise E5VError("a store holds one vector per item; load the model with a single-vector pooling "
                        "(not 'tokens')")
     return config
+
+
+def _scanning(found: Iterable, show: bool) -> Iterable:
+    """Discovery (reading + hashing every file) under a counter, so a big folder does not look stuck."""
+    from tqdm.auto import tqdm
+
+    return tqdm(found, unit="item", desc="scanning", disable=not show, leave=False)
 
 
 def _json(value: Any) -> dict:
