@@ -72,7 +72,8 @@ def _compress(ov_model, plan: dict | None):
 def _prepare_output(output: Path, overwrite: bool) -> None:
     """Refuse to write into a non-empty directory that is not an earlier export (unless overwrite)."""
     if output.exists() and any(output.iterdir()):
-        if not (overwrite or (output / MANIFEST).is_file()):
+        earlier = any((output / name).is_file() for name in (MANIFEST, *PARTS.values()))  # incl. interrupted
+        if not (overwrite or earlier):
             raise FileExistsError(f"{output} is not empty and holds no e5v export; choose another --output "
                                   "or pass --overwrite")
         (output / MANIFEST).unlink(missing_ok=True)  # from here on the dir reads as partial until we finish
