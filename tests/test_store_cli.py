@@ -70,6 +70,8 @@ def test_cli_index_then_search_table_and_json(tiny_model_path, images, tmp_path)
     bad = runner.invoke(cli, ["search", "--db", str(db), "--text", "x", "-m", str(tiny_model_path),
                               "--image-mode", "base"])
     assert bad.exit_code != 0 and "another embedding config" in bad.output
+    implicit = runner.invoke(cli, ["search", "--db", str(db), "--text", "x", "--image-mode", "base"])
+    assert implicit.exit_code != 0 and "image_mode: store has 'anyres', model has 'base'" in implicit.output
     assert runner.invoke(cli, ["search", "--db", str(db)]).exit_code == 2  # no query
 
 

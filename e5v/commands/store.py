@@ -17,20 +17,39 @@ from .common import friendly_errors, load_model, model_options
 
 
 def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
-    """The user's model if they chose one, else the one recorded in an existing store."""
-    explicit = ctx.get_parameter_source("model") != click.core.ParameterSource.DEFAULT
-    if explicit or not (Path(db) / "items.lance").exists():
+    """The user's model if they chose one, else the one recorded in an existing store.
+
+    Without ``--model``, the store's recorded settings are the base and any option given explicitly
+    (``--image-mode``, ``--pooling``, ``--instruction``, ``--backend``) overrides them, so a conflicting
+    option is refused by the config check rather than silently ignored.
+    """
+    explicit = {k for k in model_kw if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    if "model" in explicit or not (Path(db) / "items.lance").exists():
         return load_model(**model_kw)
-    from ..encoder import E5V
     from ..prompts import PromptSet
     from ..store import Store
 
     config = Store.open(db, None).config
+    kw = dict(model_kw, model=config["model"], backend=config.get("backend"),
+              image_mode=config.get("image_mode", "anyres"), pooling=config.get("pooling", "last"))
+    kw.update({k: model_kw[k] for k in explicit})
     click.echo(f"using the store's model: {config['model']} ({config['backend']}, {config['weights']}, "
-               f"image mode {config['image_mode']})", err=True)
-    return E5V.from_pretrained(config["model"], backend=config.get("backend"), device=model_kw.get("device"),
-                               image_mode=config.get("image_mode", "anyres"), pooling=config.get("pooling", "last"),
-                               prompt=PromptSet(**config["prompts"]), lora=model_kw.get("lora"))
+               f"image mode {kw['image_mode']})", err=True)
+    if "instruction" in explicit:
+        return load_model(**kw)
+    from ..encoder import E5V
+    from ..errors import E5VError
+
+    kw.pop("instruction", None)
+    try:
+        return E5V.from_pretrained(kw.pop("model"), prompt=PromptSet(**config["prompts"]),
+                                   **{k: v for k, v in kw.items() if k in _FROM_PRETRAINED})
+    except (E5VError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_FROM_PRETRAINED = ("backend", "device", "dtype", "image_mode", "lora", "pooling", "min_image_pixels",
+                    "max_image_pixels")
 
 
 @click.command()
