@@ -170,3 +170,20 @@ def test_store_killed_during_creation_is_recreated_not_corrupt(model, tmp_path):
     assert len(store) == 0
     assert store.add([{"text": "hello", "metadata": {"n": 1}}], show_progress=False).added == 1
     assert store.search("hello", k=1)[0]["metadata"] == {"n": 1}
+
+
+def test_walk_sniffs_content_and_hashes_consistently(tmp_path, images):
+    from e5v.store.walk import Problem, Record, discover
+
+    images["red square"].save(tmp_path / "photo.txt", format="PNG")  # an image named like text
+    (tmp_path / "words.jpg").write_text("one\ntwo\n")  # text named like an image
+    (tmp_path / "m.csv").write_text("image,text,k\nphoto.txt,,v\n")
+    found = list(discover([tmp_path, {"image": tmp_path / "photo.txt"}], text_unit="line"))
+    assert not [f for f in found if isinstance(f, Problem)]
+    kinds = sorted((r.kind, Path(r.path).name if r.path else None) for r in found if isinstance(r, Record))
+    assert kinds == [("image", "photo.txt"), ("image", "photo.txt"), ("image", "photo.txt"),
+                     ("text", "words.jpg#L1"), ("text", "words.jpg#L2")]
+    image_hashes = {r.hash for r in found if r.kind == "image"}
+    assert len(image_hashes) == 1  # folder file, manifest row and in-memory path: the same content
+    whole = [r for r in discover([tmp_path / "words.jpg"], text_unit="file")]
+    assert [r.text for r in whole] == ["one\ntwo"]

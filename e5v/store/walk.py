@@ -30,6 +30,8 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl")
 TEXT_UNITS = ("line", "file")
 PAIRS = ("composed", "separate")
 _SNIFF_BYTES = 8192
+#: Non-image files larger than this are not read as text documents (videos, archives, ...).
+MAX_TEXT_BYTES = 64 << 20
 
 
 @dataclass
@@ -82,30 +84,44 @@ def _from_path(path: Path, text_unit: str, pairs: str) -> Iterator[Record | Prob
 
 
 def _from_file(path: Path, text_unit: str, pairs: str) -> Iterator[Record | Problem]:
+    """Sniff one file by content. Images are hashed by streaming (never held in memory here)."""
     try:
-        data = path.read_bytes()
+        if path.suffix.lower() in MANIFEST_SUFFIXES:
+            yield from _manifest(path, path.read_bytes(), pairs)
+        elif _is_image(path):
+            yield Record("image", path, _sha(b"image", _file_sha(path).encode()), str(path.resolve()), None, {})
+        elif path.stat().st_size > MAX_TEXT_BYTES:
+            yield Problem(str(path), f"not an image, and larger than {MAX_TEXT_BYTES >> 20} MB for a text file",
+                          unsupported=True)
+        elif (text := _as_text(data := path.read_bytes())) is not None:
+            yield from _text_records(path, text, text_unit)
+        elif not data:
+            yield Problem(str(path), "empty file", unsupported=True)
+        else:
+            yield Problem(str(path), "neither an image PIL can read nor UTF-8 text", unsupported=True)
     except OSError as exc:
         yield Problem(str(path), f"cannot read: {exc.strerror or exc}")
-        return
-    if path.suffix.lower() in MANIFEST_SUFFIXES:
-        yield from _manifest(path, data, pairs)
-    elif _is_image(data):
-        yield image_record(path, data, str(path.resolve()), {})
-    elif (text := _as_text(data)) is not None:
-        yield from _text_records(path, text, text_unit)
-    elif not data:
-        yield Problem(str(path), "empty file", unsupported=True)
-    else:
-        yield Problem(str(path), "neither an image PIL can read nor UTF-8 text", unsupported=True)
 
 
-def _is_image(data: bytes) -> bool:
-    """Content sniffing: PIL identifies the format from the header (no full decode)."""
+def _is_image(path: Path) -> bool:
+    """Content sniffing: PIL identifies the format from the file header (no decode, extension ignored)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(path) as im:
             return bool(im.format)
-    except Exception:  # noqa: BLE001 - any failure to identify means "not an image" here
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # unreadable: reported by the caller
+    except Exception:  # noqa: BLE001 - any failure to identify a header means "not an image"
         return False
+
+
+def _file_sha(path: Path) -> str:
+    """sha256 of a file's bytes, streamed, length-prefixed like ``_sha`` of the whole content."""
+    h = hashlib.sha256()
+    h.update(path.stat().st_size.to_bytes(8, "little"))
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _as_text(data: bytes) -> str | None:
@@ -154,16 +170,16 @@ def _manifest(path: Path, data: bytes, pairs: str) -> Iterator[Record | Problem]
             continue
         image_path = Path(image) if Path(image).is_absolute() else base / image
         try:
-            image_bytes = image_path.read_bytes()
+            image_digest = _file_sha(image_path)
         except OSError as exc:
             yield Problem(where, f"image {image_path}: {exc.strerror or exc}")
             continue
         if caption is None or pairs == "separate":
-            yield image_record(image_path, image_bytes, str(image_path), meta)
+            yield Record("image", image_path, _sha(b"image", image_digest.encode()), str(image_path), None, meta)
             if caption is not None:
                 yield text_record(caption, where, meta)
         else:
-            digest = _sha(b"composed", _sha(image_bytes).encode(), caption.encode())
+            digest = _sha(b"composed", image_digest.encode(), caption.encode())
             yield Record("composed", {"image": image_path, "text": caption}, digest, str(image_path), caption, meta)
 
 
@@ -217,10 +233,6 @@ def _from_memory(obj: Any) -> Iterator[Record | Problem]:
                      path, text, meta)
 
 
-def image_record(path: Path, data: bytes, where: str, meta: dict) -> Record:
-    return Record("image", path, _sha(b"image", _sha(data).encode()), where, None, meta)
-
-
 def text_record(text: Any, where: str | None, meta: dict) -> Record:
     raw = text.encode() if isinstance(text, str) else repr(text).encode()
     return Record("text", text, _sha(b"text", raw), where, text if isinstance(text, str) else None, meta)
@@ -228,7 +240,7 @@ def text_record(text: Any, where: str | None, meta: dict) -> Record:
 
 def _image_digest(image: Any) -> str:
     if isinstance(image, Path):
-        return _sha(image.read_bytes())
+        return _file_sha(image)
     if isinstance(image, (bytes, bytearray)):
         return _sha(bytes(image))
     if isinstance(image, Image.Image):
