@@ -45,7 +45,7 @@ def run(coro):
 
 
 async def started(model: FakeModel, **kw) -> Batcher:
-    b = Batcher(model, **{"max_batch_size": 8, "wait_ms": 20, "max_queue": 64, **kw})
+    b = Batcher(model, **{"max_batch_size": 8, "wait_ms": 20, "max_queue": 64, "adaptive": False, **kw})
     await b.start()
     return b
 
@@ -221,3 +221,33 @@ def test_invalid_settings_are_refused():
         Batcher(FakeModel(), max_batch_size=0)
     with pytest.raises(ValueError):
         Batcher(FakeModel(), max_queue=0)
+
+
+def test_adaptive_wait_runs_a_lone_request_at_once():
+    async def main():
+        model = FakeModel()
+        b = await started(model, wait_ms=600_000, adaptive=True)  # a fixed wait would hit the test timeout
+        res = await b.submit([1], ["k"])
+        await b.stop()
+        return res
+
+    assert float(run(main())[0][0][0]) == 1
+
+
+def test_adaptive_wait_holds_the_batch_for_announced_requests():
+    async def main():
+        model = FakeModel()
+        b = await started(model, wait_ms=600_000, adaptive=True)
+        with b.arriving():  # a request is being parsed: the batch waits for it
+            first = asyncio.create_task(b.submit([1], ["k"]))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert model.calls == [] and b.queue_depth == 1
+            futures = b.submit_nowait([2], ["k"])
+        results = await asyncio.gather(first, b.wait(futures))
+        await b.stop()
+        return model, results
+
+    model, results = run(main())
+    assert [sorted(items) for items, _ in model.calls] == [[1, 2]]
+    assert [float(r[0][0][0]) for r in results] == [1, 2]

@@ -31,7 +31,7 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
 
 @pytest.fixture(scope="module")
 def url(tiny_model_path):
-    with serve(tiny_model_path, "--batch-wait-ms", str(WAIT_MS), "--max-batch-size", "32", "--max-queue", "4",
+    with serve(tiny_model_path, "--batch-wait-ms", str(WAIT_MS), "--fixed-batch-wait", "--max-batch-size", "32", "--max-queue", "4",
                "--max-items", "4", "--text-overflow", "truncate", "--max-text-chars", "50") as base:
         yield base
 

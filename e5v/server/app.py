@@ -71,12 +71,14 @@ def create_app(config: ServerConfig, model: Any = None, loader: Callable[[], Any
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         state.require_ready()
-        body = await read_json(request, state)
-        req = parse_embedding_request(body, config.limits, state.model.embedding_dim)
-        state.check_model_name(req.model)
-        items = await resolve_items(req.items, state)
-        keys = [(req.instruction, "text" if raw.image is None else "image") for raw in req.items]
-        results = await until_disconnect(request, embed(state, items, keys, req.items), state, len(items))
+        with state.batcher.arriving():  # a forming batch may wait for this request (see Batcher.arriving)
+            body = await read_json(request, state)
+            req = parse_embedding_request(body, config.limits, state.model.embedding_dim)
+            state.check_model_name(req.model)
+            items = await resolve_items(req.items, state)
+            keys = [(req.instruction, "text" if raw.image is None else "image") for raw in req.items]
+            futures = queue(state, items, keys)
+        results = await until_disconnect(request, collect(state, futures, req.items), state, len(items))
         if results is None:
             return Response(status_code=499)
         data = [{"object": "embedding", "index": i, "embedding": encode_vector(vec, req.encoding_format)}
@@ -125,16 +127,26 @@ async def resolve_items(raw_items: list[RawItem], state: ServerState) -> list:
             raise APIError(400, f"{raw.param}: {exc.reason}", "invalid_image", raw.param) from None
         return image if raw.text is None else {"image": image, "text": raw.text}
 
+    if all(raw.image is None for raw in raw_items):  # texts: no I/O, no tasks
+        return [raw.text for raw in raw_items]
     return list(await asyncio.gather(*(one(raw) for raw in raw_items)))
 
 
-async def embed(state: ServerState, items: list, keys: list, raw_items: list[RawItem]) -> list:
-    """Batcher errors -> HTTP errors: full queue 503, a bad item 400 naming it, a failed batch 500."""
+def queue(state: ServerState, items: list, keys: list) -> list[asyncio.Future]:
+    """Queue all items or none; a full queue is 503 with Retry-After."""
     try:
-        return await state.batcher.submit(items, keys)
+        return state.batcher.submit_nowait(items, keys)
     except QueueFull as exc:
         raise APIError(503, f"the server is busy ({exc}); retry later", "queue_full",
                        headers={"Retry-After": str(state.config.retry_after_s)}) from None
+
+
+async def collect(state: ServerState, futures: list[asyncio.Future], raw_items: list[RawItem]) -> list:
+    """Batcher errors -> HTTP errors: a bad item 400 naming it, a failed batch 500, shutdown 503."""
+    try:
+        return await state.batcher.wait(futures)
+    except QueueFull as exc:
+        raise APIError(503, f"the server is shutting down ({exc})", "shutting_down") from None
     except InputError as exc:
         param = raw_items[exc.index].param if exc.index is not None else None
         raise APIError(400, f"{param}: {exc.reason}", "invalid_input", param) from None

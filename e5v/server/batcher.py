@@ -1,7 +1,9 @@
 """Dynamic batching: concurrent requests share model batches; one worker, futures route results back.
 
     request handlers --submit(items)--> bounded deque of Job(item, key, future) --> ONE worker task
-        worker: take up to ``max_batch_size`` jobs, waiting at most ``wait_ms`` for the batch to fill;
+        worker: take up to ``max_batch_size`` jobs, waiting at most ``wait_ms`` for the batch to fill
+                (adaptive: only while announced requests are still being parsed, so a lone client
+                never waits for company that is not coming);
                 group them by key (instruction, modality), run ``run(items, key)`` in a single model thread
                 (off the event loop), complete each future with (vector, token_count) or that item's error.
 
@@ -17,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
 
@@ -51,7 +54,7 @@ class Batcher:
     """See the module docstring. Start with ``await start()`` inside the running loop."""
 
     def __init__(self, run: RunFn, max_batch_size: int = 32, wait_ms: float = 5.0, max_queue: int = 1024,
-                 on_batch: Callable[[int, float], None] | None = None):
+                 on_batch: Callable[[int, float], None] | None = None, adaptive: bool = True):
         if max_batch_size < 1 or max_queue < 1 or wait_ms < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1 and wait_ms >= 0")
         self.run = run
@@ -59,6 +62,8 @@ class Batcher:
         self.wait_s = wait_ms / 1000.0
         self.max_queue = max_queue
         self.on_batch = on_batch  # metrics hook: (batch size, seconds)
+        self.adaptive = adaptive  # wait only for announced requests (see arriving); False: always wait_ms
+        self._incoming = 0
         self._pending: deque[Job] = deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -103,13 +108,31 @@ class Batcher:
         self._wakeup.set()
         return futures
 
-    async def submit(self, items: list, keys: list[Hashable]) -> list[tuple[np.ndarray, int]]:
-        """Queue items and wait for all their results (vector, token count), in order.
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce a request that will submit soon (its body is being read/parsed/decoded).
 
-        Raises QueueFull, InputError (first bad item, ``index`` relative to ``items``) or BatchFailed.
-        If the caller is cancelled, its pending futures are cancelled so the worker skips them.
+        While announced requests exist, a forming batch waits for them (at most ``wait_ms``); when none
+        are, it runs at once: a lone sequential client never pays the batching wait.
         """
-        futures = self.submit_nowait(items, keys)
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    async def submit(self, items: list, keys: list[Hashable]) -> list[tuple[np.ndarray, int]]:
+        """Queue items and wait for all their results (vector, token count), in order; see ``wait``."""
+        return await self.wait(self.submit_nowait(items, keys))
+
+    async def wait(self, futures: list[asyncio.Future]) -> list[tuple[np.ndarray, int]]:
+        """Results of ``submit_nowait`` futures, in order.
+
+        Raises InputError (first bad item, ``index`` relative to the request), BatchFailed or QueueFull
+        (shutdown). If the caller is cancelled, its pending futures are cancelled so the worker skips them.
+        """
         try:
             results = await asyncio.gather(*futures, return_exceptions=True)
         except asyncio.CancelledError:
@@ -148,7 +171,7 @@ class Batcher:
             self._wakeup.clear()
             await self._wakeup.wait()
         deadline = loop.time() + self.wait_s
-        while len(self._pending) < self.max_batch_size:
+        while len(self._pending) < self.max_batch_size and (self._incoming > 0 or not self.adaptive):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

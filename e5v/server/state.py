@@ -31,6 +31,7 @@ class ServerConfig:
     api_key: str | None = None  # require "Authorization: Bearer <key>" on every route but /health
     max_batch_size: int = 32  # items per model call
     batch_wait_ms: float = 5.0  # how long the worker waits for a batch to fill
+    adaptive_wait: bool = True  # wait only while announced requests are being parsed; False: always wait
     max_queue: int = 1024  # items waiting; beyond -> 503 + Retry-After
     retry_after_s: int = 1
     db: str | None = None  # a store directory: enables POST /v1/search
@@ -64,7 +65,8 @@ class ServerState:
 
     async def start(self) -> None:
         c = self.config
-        self.batcher = Batcher(self.run, c.max_batch_size, c.batch_wait_ms, c.max_queue, on_batch=self.metrics.batch)
+        self.batcher = Batcher(self.run, c.max_batch_size, c.batch_wait_ms, c.max_queue, on_batch=self.metrics.batch,
+                               adaptive=c.adaptive_wait)
         await self.batcher.start()
 
     async def load(self) -> None:
