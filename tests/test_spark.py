@@ -1,0 +1,208 @@
+"""E5VEmbeddings on real pyspark (local[2], Java 17) and the tiny generated model.
+
+One SparkSession for the whole test session; embeddings are compared with ``E5V.encode`` on the same inputs.
+Spark's image source decodes with Java ImageIO, so image-source rows are compared with ``encode`` on the PIL
+image rebuilt from the struct's pixels, and that rebuild is separately checked against PIL decoding the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+pytest.importorskip("pyspark")
+
+from e5v.spark import E5VEmbeddings, write_parquet  # noqa: E402
+from e5v.spark.decode import struct_to_image  # noqa: E402
+
+COS = 0.9999
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers must run this venv's Python
+    session = (SparkSession.builder.master("local[2]").appName("e5v-tests")
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "4")  # several Arrow batches per task
+               .config("spark.driver.memory", "1g")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory, images) -> Path:
+    """PNG and JPEG files: RGB, grayscale, RGBA with real transparency, plus one corrupt file."""
+    root = tmp_path_factory.mktemp("spark-images")
+    small = {name: im.resize((im.width // 3, im.height // 3)) for name, im in images.items()}
+    red, green = small["red square"], small["green wide"]
+    red.save(root / "rgb.png")
+    green.save(root / "rgb.jpg", quality=92)
+    small["blue tall"].convert("L").save(root / "gray.png")
+    small["yellow small"].convert("L").save(root / "gray.jpg", quality=92)
+    rgba = red.convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, rgba.width, dtype=np.uint8), (rgba.height, 1))
+    rgba.putalpha(Image.fromarray(alpha, mode="L"))
+    rgba.save(root / "rgba.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    return root
+
+
+@pytest.fixture(scope="session")
+def stage(tiny_model_path):
+    return E5VEmbeddings(model=str(tiny_model_path), batchSize=3)
+
+
+def _cos(a, b) -> float:
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_image_source_rows_equal_encode_and_convert_like_pil(spark, stage, model, image_dir):
+    df = spark.read.format("image").load(str(image_dir)).repartition(2)
+    out = stage.copy({stage.inputCol: "image"}).transform(df)
+    rows = {Path(r.image.origin).name: r for r in out.collect()}
+    assert set(rows) == {"rgb.png", "rgb.jpg", "gray.png", "gray.jpg", "rgba.png", "corrupt.png"}
+    assert rows["corrupt.png"].embedding is None and "could not decode" in rows["corrupt.png"].embedding_error
+    assert rows["gray.png"].image.nChannels == 1 and rows["rgba.png"].image.nChannels == 4
+    for name in ("rgb.png", "rgb.jpg", "gray.png", "gray.jpg", "rgba.png"):
+        row = rows[name]
+        assert row.embedding_error is None, name
+        rebuilt = struct_to_image(row.image.asDict())
+        assert _cos(row.embedding, model.encode([rebuilt])[0]) >= COS, name
+        # The conversion itself: the struct's pixels are the file as PIL decodes it (bit-exact for PNG;
+        # JPEG decoders may differ by a level or two per channel).
+        decoded = np.asarray(Image.open(image_dir / name).convert(rebuilt.mode), np.int16)
+        diff = np.abs(np.asarray(rebuilt, np.int16) - decoded)
+        if name.endswith(".png"):
+            assert diff.max() == 0, name
+            assert _cos(row.embedding, model.encode([image_dir / name])[0]) >= COS, name
+        else:
+            assert diff.mean() < 1.5, name
+
+
+def test_binary_file_rows_equal_encode(spark, stage, model, image_dir):
+    df = spark.read.format("binaryFile").load(str(image_dir))
+    out = stage.copy({stage.inputCol: "content"}).transform(df).collect()
+    by_name = {Path(r.path).name: r for r in out}
+    assert by_name["corrupt.png"].embedding is None
+    assert "not a readable image" in by_name["corrupt.png"].embedding_error
+    good = sorted(n for n in by_name if n != "corrupt.png")
+    expected = model.encode([(image_dir / n).read_bytes() for n in good])
+    for name, vector in zip(good, expected):
+        assert by_name[name].embedding_error is None
+        assert _cos(by_name[name].embedding, vector) >= COS, name
+
+
+def test_text_rows_keep_order_across_batches_and_partitions(spark, stage, model):
+    texts = [f"sentence number {i} about {'dogs' if i % 2 else 'cats'}" for i in range(14)]
+    data = [(i, t) for i, t in enumerate(texts)] + [(14, None), (15, "   ")]
+    df = spark.createDataFrame(data, "id long, text string").repartition(3)
+    before = [r.id for r in df.collect()]
+    out = stage.copy({stage.inputCol: "text", stage.instruction: "Summarize above sentence in one word: "}) \
+        .transform(df).collect()
+    assert [r.id for r in out] == before  # row order kept within partitions
+    rows = {r.id: r for r in out}
+    expected = model.encode(texts, instruction="Summarize above sentence in one word: ")
+    for i, vector in enumerate(expected):
+        assert _cos(rows[i].embedding, vector) >= COS
+        assert abs(np.linalg.norm(rows[i].embedding) - 1) < 1e-4
+    assert rows[14].embedding is None and rows[14].embedding_error is None  # null in, null out, no error
+    assert rows[15].embedding is None and rows[15].embedding_error == "text is empty"
+    default = model.encode(texts[:1])[0]
+    assert _cos(rows[0].embedding, default) < COS  # the instruction param really changed the prompt
+
+
+def test_composed_rows(spark, stage, model, image_dir):
+    files = spark.read.format("binaryFile").load([str(image_dir / "rgb.png"), str(image_dir / "gray.jpg")])
+    content = {Path(r.path).name: r.content for r in files.collect()}
+    data = [(0, content["rgb.png"], "make it blue"), (1, content["gray.jpg"], "in colour"),
+            (2, content["rgb.png"], None), (3, None, "only text"), (4, None, None)]
+    df = spark.createDataFrame(data, "id int, img binary, mod string")
+    rows = {r.id: r for r in stage.copy({stage.imageCol: "img", stage.textCol: "mod"}).transform(df).collect()}
+    expected = model.encode([{"image": content["rgb.png"], "text": "make it blue"},
+                             {"image": content["gray.jpg"], "text": "in colour"}, content["rgb.png"], "only text"])
+    for i, vector in enumerate(expected):
+        assert rows[i].embedding_error is None
+        assert _cos(rows[i].embedding, vector) >= COS, i
+    assert rows[4].embedding is None and rows[4].embedding_error is None
+    assert _cos(rows[0].embedding, rows[2].embedding) < COS  # the text really took part
+
+
+def test_pipeline_save_load_round_trip(spark, tiny_model_path, model, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+
+    df = spark.createDataFrame([("a red car",), ("a blue boat",)], "caption string")
+    stage = E5VEmbeddings(model=str(tiny_model_path), inputCol="caption", outputCol="vec", errorCol="why",
+                          batchSize=2, imageMode="base", instruction="Summary above sentence in one word: ",
+                          normalize=False, numThreads=1)
+    fitted = Pipeline(stages=[stage]).fit(df)
+    fitted.save(str(tmp_path / "pipe"))
+    loaded = PipelineModel.load(str(tmp_path / "pipe"))
+    again = loaded.stages[0]
+    assert isinstance(again, E5VEmbeddings)
+    for name in ("model", "inputCol", "outputCol", "errorCol", "batchSize", "imageMode", "instruction",
+                 "normalize", "numThreads"):
+        assert again.getOrDefault(name) == stage.getOrDefault(name), name
+    got = [r.vec for r in loaded.transform(df).orderBy("caption").collect()]
+    expected = model.encode(["a blue boat", "a red car"], normalize=False)
+    for g, e in zip(got, expected):
+        assert _cos(g, e) >= COS
+        assert abs(np.linalg.norm(g) - np.linalg.norm(e)) < 1e-3 * np.linalg.norm(e)  # not normalised
+    stage.write().overwrite().save(str(tmp_path / "stage"))
+    assert E5VEmbeddings.load(str(tmp_path / "stage")).getOrDefault("outputCol") == "vec"
+
+
+def test_model_loaded_once_per_python_worker(spark, stage):
+    df = spark.createDataFrame([(f"text {i}",) for i in range(24)], "t string").repartition(6)
+    stage.copy({stage.inputCol: "t", stage.batchSize: 2}).transform(df).write.format("noop").mode("overwrite").save()
+
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("string")
+    def probe(column: pd.Series) -> pd.Series:  # runs in the same kind of (Arrow) Python worker as the stage
+        from e5v.spark.worker import load_count
+
+        return pd.Series([f"{os.getpid()}:{load_count()}"] * len(column))
+
+    seen = [r.p for r in df.select(probe("t").alias("p")).collect()]
+    counts = {pid: int(n) for pid, n in (s.split(":") for s in seen)}
+    # 6 tasks x 3 Arrow batches x 2 chunks ran on reused workers: every worker loaded the model at most once.
+    assert max(counts.values()) <= 1, counts
+    assert sum(counts.values()) >= 1, counts  # the probe landed on the (reused) workers that did the work
+
+
+def test_write_parquet_drops_pixels(spark, stage, model, image_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    df = spark.read.format("image").load(str(image_dir / "rgb.png"))
+    write_parquet(stage.copy({stage.inputCol: "image"}).transform(df), str(tmp_path / "out"))
+    table = pq.read_table(str(tmp_path / "out"))
+    assert table.column_names == ["image_origin", "embedding", "embedding_error"]
+    assert _cos(table["embedding"][0].as_py(), model.encode([image_dir / "rgb.png"])[0]) >= COS
+
+
+@pytest.mark.parametrize("params, message", [
+    ({}, "set inputCol"),
+    ({"inputCol": "t", "imageCol": "b"}, "not both"),
+    ({"inputCol": "n"}, "has type int"),
+    ({"inputCol": "missing"}, "not found"),
+    ({"imageCol": "t"}, "must be binary"),
+    ({"inputCol": "t", "outputCol": "b"}, "already exists"),
+])
+def test_bad_configuration_is_refused_on_the_driver(spark, tiny_model_path, params, message):
+    df = spark.createDataFrame([("x", 1, b"\x00")], "t string, n int, b binary")
+    with pytest.raises(ValueError, match=message):
+        E5VEmbeddings(model=str(tiny_model_path), **params).transform(df)
+    with pytest.raises(ValueError, match="needs model"):
+        E5VEmbeddings(inputCol="t").transform(df)
