@@ -236,3 +236,39 @@ def test_both_checkpoint_key_layouts_load_the_same_weights(tiny_model_path, tmp_
     save_file({k: v for k, v in renamed.items() if "layers.1." not in k}, str(new / "model.safetensors"))
     with pytest.raises(ModelLoadError, match="incomplete"):
         load_language_model(new, config)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tiny_model_path, tmp_path):
+    """Data parallel (torchrun, 2 CPU processes, gloo) sees the same global batches and gets the same losses.
+
+    torchrun sets the same WORLD_SIZE/RANK/LOCAL_RANK variables as `accelerate launch --multi_gpu`, which
+    cannot start several CPU processes without MPI.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = write_jsonl(tmp_path / "d.jsonl", triplets(64, seed=3))
+    args = ["train", "--model", str(tiny_model_path), "--data", str(data), "--max-steps", "3", "--batch-size", "8",
+            "--lr", "2e-3", "--warmup-steps", "1", "--lora-r", "4", "--lora-dropout", "0", "--seed", "5", "--quiet"]
+    launcher = Path(sys.executable).parent / "torchrun"
+    with socket.socket() as probe:  # a free loopback port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([str(launcher), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                    "-m", "e5v.cli", *args, "--output", str(tmp_path / "two")],
+                   check=True, env=env, timeout=600, capture_output=True)
+    result = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "one")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+    def losses(name):
+        return [json.loads(line)["loss"] for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+
+    assert len(losses("two")) == 3
+    assert losses("two") == pytest.approx(losses("one"), abs=1e-4)
+    manifest = json.loads((tmp_path / "two" / "e5v_train_manifest.json").read_text())
+    assert manifest["processes"] == 2

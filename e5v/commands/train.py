@@ -16,7 +16,8 @@ from .common import friendly_errors
               help="Output directory: peft adapter, e5v_train_manifest.json, train_log.jsonl, checkpoints/.")
 @click.option("--max-steps", type=int, default=None, help="Optimizer steps (overrides --epochs).")
 @click.option("--epochs", type=float, default=2.0, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per micro-batch.")
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Rows per micro-batch, over all processes (a multiple of the process count).")
 @click.option("--grad-accum", type=int, default=1, show_default=True,
               help="Micro-batches per optimizer step (gradients accumulate; negatives stay per micro-batch).")
 @click.option("--lr", type=float, default=4e-4, show_default=True)
@@ -32,6 +33,8 @@ from .common import friendly_errors
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: bf16 base weights + autocast (halves memory; slow on CPUs without native bf16).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda when available]; under "
+              "`accelerate launch` each process takes its LOCAL_RANK's GPU.")
 @click.option("--instruction", default=None,
               help="Train with this one-word instruction (pass the same --instruction at inference).")
 @click.option("--anchor-column", default="sent0", show_default=True)
@@ -46,7 +49,7 @@ from .common import friendly_errors
 @friendly_errors
 def train(model, data, output, max_steps, epochs, batch_size, grad_accum, lr, warmup_steps, weight_decay,
           max_grad_norm, temperature, lora_r, lora_alpha, lora_dropout, max_length, seed, precision,
-          gradient_checkpointing, instruction, anchor_column, positive_column, negative_column, no_negatives,
+          gradient_checkpointing, device, instruction, anchor_column, positive_column, negative_column, no_negatives,
           save_every, keep_checkpoints, resume, quiet) -> None:
     """Train a LoRA adapter on text pairs/triplets with the inference text prompt (E5-V's recipe).
 
@@ -63,7 +66,8 @@ def train(model, data, output, max_steps, epochs, batch_size, grad_accum, lr, wa
         grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
         max_grad_norm=max_grad_norm, temperature=temperature, lora_r=lora_r, lora_alpha=lora_alpha,
         lora_dropout=lora_dropout, max_length=max_length, seed=seed, precision=precision,
-        gradient_checkpointing=gradient_checkpointing, instruction=instruction, anchor_column=anchor_column,
+        gradient_checkpointing=gradient_checkpointing, device=device, instruction=instruction,
+        anchor_column=anchor_column,
         positive_column=positive_column, negative_column=None if no_negatives else (negative_column or "hard_neg"),
         negative_column_given=negative_column is not None, save_every=save_every,
         keep_checkpoints=keep_checkpoints, resume=resume, show_progress=not quiet,

@@ -14,7 +14,7 @@ class TrainConfig:
     output: str  # adapter + manifest + checkpoints + train_log.jsonl go here
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     epochs: float = 2.0
-    batch_size: int = 32  # sentences triplets per micro-batch (paper: global batch 768)
+    batch_size: int = 32  # rows per micro-batch, over all processes (paper: global batch 768)
     grad_accum: int = 1  # micro-batches per optimizer step (global batch = batch_size * grad_accum)
     lr: float = 4e-4
     warmup_steps: int = 100  # linear warm-up, then linear decay to 0 at the last step
@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 42
     precision: str = "fp32"  # fp32, or bf16 (bf16 base weights + CPU/GPU autocast)
     gradient_checkpointing: bool = True
+    device: str | None = None  # cpu / cuda / cuda:N (default: cuda if available); launchers set it per rank
     instruction: str | None = None  # replaces the one-word instruction (must match at inference)
     anchor_column: str = "sent0"
     positive_column: str = "sent1"
@@ -61,7 +62,7 @@ class TrainConfig:
     def hyperparameters(self) -> dict:
         """What shapes the result (recorded in the manifest; resume refuses to change it)."""
         skip = {"model", "data", "output", "resume", "show_progress", "save_every", "keep_checkpoints",
-                "negative_column_given", "max_steps", "epochs"}
+                "negative_column_given", "max_steps", "epochs", "device"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
     def to_dict(self) -> dict:

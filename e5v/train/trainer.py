@@ -24,6 +24,7 @@ from ..prompts import render, resolve_prompts
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import Example, file_digest, read_examples, resolve_columns
+from .distributed import Dist, setup
 from .loss import info_nce
 from .model import PromptTokenizer, add_lora, collate, embed, load_components_for_training, load_language_model
 
@@ -45,7 +46,8 @@ def train(config: TrainConfig, on_step: Callable[[int, float], None] | None = No
     """
     config.validate()
     output = Path(config.output)
-    torch.manual_seed(config.seed)
+    dist = setup(config.device)
+    torch.manual_seed(config.seed)  # same LoRA init on every rank
     columns = resolve_columns(config.data, config.anchor_column, config.positive_column, config.negative_column,
                               config.negative_column_given)
     examples = read_examples(config.data, columns)
@@ -61,7 +63,7 @@ def train(config: TrainConfig, on_step: Callable[[int, float], None] | None = No
 
     dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
     model = add_lora(load_language_model(components.path, components.config, dtype), config.lora_r,
-                     config.lora_alpha, config.lora_dropout, config.gradient_checkpointing)
+                     config.lora_alpha, config.lora_dropout, config.gradient_checkpointing).to(dist.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
@@ -75,12 +77,16 @@ def train(config: TrainConfig, on_step: Callable[[int, float], None] | None = No
     start, last_loss = _resume(config, model, optimizer, run_state) if config.resume else (0, None)
     if not config.resume:
         _refuse_overwrite(output)
-    output.mkdir(parents=True, exist_ok=True)
-    _truncate_log(output / LOG, start)
+    dist.barrier()  # every rank has checked the output before rank 0 writes to it
+    if dist.main:
+        output.mkdir(parents=True, exist_ok=True)
+        _truncate_log(output / LOG, start)
+    if dist.world > 1:  # independent dropout per rank, reproducible from (seed, rank, step)
+        torch.manual_seed(config.seed * 7919 + dist.rank * 104729 + start)
 
-    autocast = (torch.autocast(device_type="cpu", dtype=torch.bfloat16) if config.precision == "bf16"
+    autocast = (torch.autocast(device_type=dist.device.type, dtype=torch.bfloat16) if config.precision == "bf16"
                 else contextlib.nullcontext())
-    progress = _progress(total, start, config.show_progress)
+    progress = _progress(total, start, config.show_progress and dist.main)
     model.train()
     began = time.time()
     for step in range(start, total):
@@ -91,9 +97,10 @@ def train(config: TrainConfig, on_step: Callable[[int, float], None] | None = No
         for g in range(config.grad_accum):
             rows = _rows(step * config.grad_accum + g, micro_per_epoch, batch, len(examples), config.seed)
             with autocast:
-                loss = _batch_loss(model, ids, rows, pad_id, triplets, config.temperature)
+                loss = _batch_loss(model, ids, rows, pad_id, triplets, config.temperature, dist)
             (loss / config.grad_accum).backward()
             loss_sum += float(loss.detach())
+        dist.average_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0
                                                    else float("inf"))
         optimizer.step()
@@ -103,29 +110,38 @@ def train(config: TrainConfig, on_step: Callable[[int, float], None] | None = No
             raise E5VError(f"training diverged at step {step + 1} (loss {last_loss}); lower --lr")
         record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 4), "loss": last_loss, "lr": lr,
                   "grad_norm": float(grad_norm), "elapsed_s": round(time.time() - began, 3)}
-        with open(output / LOG, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if dist.main:
+            with open(output / LOG, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
         progress.update(1)
         progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
         if (step + 1) % config.save_every == 0 or step + 1 == total:
-            ckpt.save_checkpoint(model, optimizer, output, step + 1, {**run_state, "loss": last_loss},
-                                 config.keep_checkpoints)
+            if dist.main:
+                ckpt.save_checkpoint(model, optimizer, output, step + 1, {**run_state, "loss": last_loss},
+                                     config.keep_checkpoints)
+            dist.barrier()
         if on_step is not None:
             on_step(step + 1, last_loss)
     progress.close()
-    model.save_pretrained(str(output))
-    manifest = _manifest(config, components, prompts, run_state, total, last_loss, steps_per_epoch)
-    (output / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    manifest = _manifest(config, components, prompts, run_state, total, last_loss, steps_per_epoch, dist.world)
+    if dist.main:
+        model.save_pretrained(str(output))
+        (output / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    dist.barrier()
+    dist.close()
     return manifest
 
 
-def _batch_loss(model: Any, ids: dict, rows: list[int], pad_id: int, triplets: bool,
-                temperature: float) -> torch.Tensor:
-    """Embed the rows' anchors, positives (and hard negatives) in one forward pass; InfoNCE."""
+def _batch_loss(model: Any, ids: dict, rows: list[int], pad_id: int, triplets: bool, temperature: float,
+                dist: Dist) -> torch.Tensor:
+    """Embed this rank's anchors, positives (and hard negatives) in one forward pass; InfoNCE on the
+    embeddings of the whole global micro-batch (gathered over ranks)."""
+    local = dist.shard(rows)
     kinds = ["anchor", "positive"] + (["negative"] if triplets else [])
-    sequences = [ids[kind][r] for kind in kinds for r in rows]
-    vectors = embed(model, *collate(sequences, pad_id))  # (K * B, D)
-    parts = vectors.split(len(rows))
+    sequences = [ids[kind][r] for kind in kinds for r in local]
+    batch = [t.to(dist.device) for t in collate(sequences, pad_id)]
+    vectors = embed(model, *batch)  # (K * b, D)
+    parts = [dist.gather(part) for part in vectors.split(len(local))]  # K x (B, D)
     return info_nce(parts[0], parts[1], parts[2] if triplets else None, temperature)
 
 
@@ -187,7 +203,7 @@ def _progress(total: int, start: int, enabled: bool):
 
 
 def _manifest(config: TrainConfig, components: Any, prompts: Any, run_state: dict, total: int,
-              final_loss: float | None, steps_per_epoch: int) -> dict:
+              final_loss: float | None, steps_per_epoch: int, world: int) -> dict:
     import peft
 
     from .. import __version__
@@ -201,6 +217,7 @@ def _manifest(config: TrainConfig, components: Any, prompts: Any, run_state: dic
         "instruction": config.instruction,
         "hyperparameters": run_state["hyperparameters"],
         "global_batch": min(config.batch_size, run_state["data"]["rows"]) * config.grad_accum,
+        "processes": world,
         "data": run_state["data"],
         "steps": total,
         "epochs": round(total / steps_per_epoch, 4),
