@@ -272,3 +272,22 @@ def test_two_processes_match_one_process(tiny_model_path, tmp_path):
     assert losses("two") == pytest.approx(losses("one"), abs=1e-4)
     manifest = json.loads((tmp_path / "two" / "e5v_train_manifest.json").read_text())
     assert manifest["processes"] == 2
+
+
+def test_pairs_bf16_and_gradient_accumulation(tiny_model_path, tmp_path):
+    """Pair data (in-batch negatives only), bf16 autocast and accumulation run and are recorded."""
+    rows = [{"query": r["sent0"], "doc": r["sent1"], "hard_neg": r["hard_neg"]} for r in triplets(32, seed=4)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "train", "--model", str(tiny_model_path), "--data", str(data), "--output", str(out), "--max-steps", "2",
+        "--batch-size", "4", "--grad-accum", "2", "--anchor-column", "query", "--positive-column", "doc",
+        "--no-negatives", "--precision", "bf16", "--lora-r", "4", "--quiet",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "e5v_train_manifest.json").read_text())
+    assert manifest["data"]["triplets"] is False and manifest["global_batch"] == 8
+    assert manifest["hyperparameters"]["precision"] == "bf16"
+    assert all(np.isfinite(r["loss"]) for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
+    vectors = E5V.from_pretrained(tiny_model_path, lora=out).encode(["a dog", "a cat"])
+    assert np.isfinite(vectors).all()
