@@ -115,8 +115,10 @@ class Store:
             db = lancedb.connect(root)
             try:
                 table = db.create_table(TABLE, schema=make_schema(config["dim"], config))
-            except (ValueError, OSError):  # created meanwhile by another process: open and check it
-                return cls.open(root, model, create=False)
+            except (ValueError, OSError) as exc:
+                if (root / f"{TABLE}.lance" / "_versions").is_dir():  # created meanwhile by another process
+                    return cls.open(root, model, create=False)
+                raise StoreError(f"cannot create a store at {root}: {exc}") from None
         return cls(root, table, model, config)
 
     # ----------------------------------------------------------------- adding
