@@ -54,6 +54,9 @@ def train(config: TrainConfig, on_step: Callable[[int, float], None] | None = No
     triplets = columns.negative is not None
     if not triplets and min(config.batch_size, len(examples)) < 2:
         raise ValueError("pair data needs a batch of at least 2 (the other positives are the negatives)")
+    if min(config.batch_size, len(examples)) % dist.world:
+        raise ValueError(f"the batch size ({min(config.batch_size, len(examples))}) must be a multiple of the "
+                         f"number of processes ({dist.world})")
     components = load_components_for_training(config.model)
     prompts = resolve_prompts(None, config.instruction)
     tokenize = PromptTokenizer(components.tokenizer, prompts, components.family, config.max_length,
@@ -171,9 +174,9 @@ def _resume(config: TrainConfig, model: Any, optimizer: Any, run_state: dict) ->
         return 0, None
     saved = json.loads((found[-1] / ckpt.STATE_FILE).read_text())
     for key in ("hyperparameters", "data"):
-        if saved.get(key) != run_state[key]:
-            changed = sorted(k for k in set(saved.get(key, {})) | set(run_state[key])
-                             if saved.get(key, {}).get(k) != run_state[key].get(k))
+        old, new = saved.get(key, {}), run_state[key]
+        changed = sorted(k for k in set(old) | set(new) if k != "path" and old.get(k) != new.get(k))
+        if changed:  # the data file may move; its content (sha256) may not change
             raise E5VError(f"cannot resume from {found[-1]}: its {key} differ from this run's ({changed})")
     if saved.get("total_steps") != run_state["total_steps"]:
         warnings.warn(f"resuming with {run_state['total_steps']} total steps instead of {saved.get('total_steps')}: "
