@@ -251,3 +251,22 @@ def test_adaptive_wait_holds_the_batch_for_announced_requests():
     model, results = run(main())
     assert [sorted(items) for items, _ in model.calls] == [[1, 2]]
     assert [float(r[0][0][0]) for r in results] == [1, 2]
+
+
+def test_adaptive_wait_expects_as_many_items_as_the_last_batch():
+    async def main():
+        model = FakeModel()
+        b = await started(model, wait_ms=600_000, adaptive=True)
+        await b.submit([1, 2, 3], ["k"] * 3)  # one batch of 3
+        first = asyncio.create_task(b.submit([4], ["k"]))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(model.calls) == 1 and b.queue_depth == 1  # waits: the last batch had 3 items
+        rest = await b.submit([5, 6], ["k", "k"])
+        await first
+        await b.stop()
+        return model, rest
+
+    model, rest = run(main())
+    assert [sorted(items) for items, _ in model.calls] == [[1, 2, 3], [4, 5, 6]]
+    assert [float(v[0]) for v, _ in rest] == [5, 6]

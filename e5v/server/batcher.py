@@ -2,8 +2,9 @@
 
     request handlers --submit(items)--> bounded deque of Job(item, key, future) --> ONE worker task
         worker: take up to ``max_batch_size`` jobs, waiting at most ``wait_ms`` for the batch to fill
-                (adaptive: only while announced requests are still being parsed, so a lone client
-                never waits for company that is not coming);
+                (adaptive: only while announced requests are still being parsed or fewer items are
+                queued than the last batch had, so a lone client never waits for company that is not
+                coming, while a loaded server still fills its batches);
                 group them by key (instruction, modality), run ``run(items, key)`` in a single model thread
                 (off the event loop), complete each future with (vector, token_count) or that item's error.
 
@@ -64,6 +65,7 @@ class Batcher:
         self.on_batch = on_batch  # metrics hook: (batch size, seconds)
         self.adaptive = adaptive  # wait only for announced requests (see arriving); False: always wait_ms
         self._incoming = 0
+        self._last_batch = 0
         self._pending: deque[Job] = deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -171,7 +173,7 @@ class Batcher:
             self._wakeup.clear()
             await self._wakeup.wait()
         deadline = loop.time() + self.wait_s
-        while len(self._pending) < self.max_batch_size and (self._incoming > 0 or not self.adaptive):
+        while len(self._pending) < self.max_batch_size and self._worth_waiting():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -185,7 +187,15 @@ class Batcher:
             job = self._pending.popleft()
             if not job.future.done():  # cancelled by a client that went away
                 jobs.append(job)
+        self._last_batch = len(jobs)
         return jobs
+
+    def _worth_waiting(self) -> bool:
+        """Adaptive: wait while requests are arriving, or fewer items are queued than the last batch had
+        (under load, the clients just answered come back). A lone client (last batch 1) never waits."""
+        if not self.adaptive:
+            return True
+        return self._incoming > 0 or len(self._pending) < self._last_batch
 
     async def _run_group(self, key: Hashable, group: list[Job]) -> None:
         live = [job for job in group if not job.future.done()]
