@@ -46,7 +46,8 @@ def load_language_model(path: str | Path, config: Any, dtype: torch.dtype = torc
             for key in handle.keys():
                 for prefix in LM_PREFIXES:
                     if key.startswith(prefix):
-                        state[key[len(prefix):]] = handle.get_tensor(key)
+                        # cast on read: a bf16 run never holds an fp32 copy of the weights
+                        state[key[len(prefix):]] = handle.get_tensor(key).to(dtype)
     if not state:
         raise ModelLoadError(f"no language-model tensors (prefixes {LM_PREFIXES}) in the checkpoint at {path}")
     model_cls = MODEL_MAPPING[type(config.text_config)]
