@@ -112,9 +112,10 @@ def run(n: int, args, workdir: Path) -> list[dict]:
     print(f"[{n}] inserted in {insert_s:.1f}s ({n / insert_s:.0f} rows/s), {size_data / 1e9:.2f} GB", flush=True)
 
     src = rng.choice(n, args.queries, replace=False)
-    noise = rng.standard_normal((args.queries, D), dtype=np.float32) * (0.75 / np.sqrt(D))
+    noise = rng.standard_normal((args.queries, D), dtype=np.float32) * np.float32(0.75 / np.sqrt(D))
     qs = np.asarray(base.m[src], dtype=np.float32) + noise
-    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    qs = (qs / np.linalg.norm(qs, axis=1, keepdims=True)).astype(np.float32)  # float64 here would make numpy
+    # cast the whole matrix to float64 on every query (NEP 50: float32 array * np.float64 -> float64)
     nq_exact = min(args.queries, args.exact_queries)
     if not base.in_ram:
         qs = qs[:nq_exact]  # each chunked scan reads the whole memmap: bound the count
