@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -108,6 +109,21 @@ def test_embed_with_tokens_pooling_writes_one_matrix_per_input(run, model, tiny_
 
 
 def test_option_errors_are_clean(tiny_model_path, tmp_path):
-    result = CliRunner().invoke(cli, ["embed", "-m", str(tiny_model_path), "--max-image-pixels", "1000", "-t", "x",
+    result = CliRunner().invoke(cli, ["embed", "-m", str(tiny_model_path), "--qwen-max-pixels", "1000", "-t", "x",
                                       "-o", str(tmp_path / "o.npy")])
     assert result.exit_code == 1 and "Qwen2-VL" in result.output and "Traceback" not in result.output
+
+
+def test_no_command_has_clashing_options():
+    """Two options with one parameter name silently overwrite each other (a real bug once: --max-image-pixels)."""
+    from e5v.cli import COMMANDS, LazyGroup
+
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        command = LazyGroup.get_command(cli, ctx, name)
+        commands = list(command.commands.values()) if isinstance(command, click.Group) else [command]
+        for cmd in commands:
+            names = [p.name for p in cmd.params]
+            assert len(names) == len(set(names)), (name, cmd.name, sorted(n for n in names if names.count(n) > 1))
+            flags = [o for p in cmd.params for o in getattr(p, "opts", [])]
+            assert len(flags) == len(set(flags)), (name, cmd.name)

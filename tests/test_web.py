@@ -169,3 +169,30 @@ def test_no_path_traversal_or_arbitrary_reads(server, path):
 def test_text_items_have_no_thumbnail(server):
     hits = httpx.post(f"{server}/v1/search", json={"query": "a green field", "k": 10, "kind": "text"}).json()["data"]
     assert hits and httpx.get(f"{server}/v1/items/{hits[0]['id']}/thumbnail").status_code == 404
+
+
+def test_demo_serve_opens_the_demo_store_in_the_page(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "E5V_CACHE": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "e5v.cli", "demo", "--serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.5)
+        assert "e5v search" in httpx.get(base + "/").text
+        info = httpx.get(base + "/v1/store").json()
+        assert info["count"] == 8  # 4 sample images + 4 captions
+        hits = httpx.post(base + "/v1/search", json={"query": "a red picture", "k": 3}).json()["data"]
+        assert len(hits) == 3
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0].decode()
+    assert "search page: http://127.0.0.1:" in out

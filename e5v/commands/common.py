@@ -27,10 +27,10 @@ def model_options(f: Callable) -> Callable:
         click.option("--pooling", type=click.Choice(["last", "mean", "vision_mean", "tokens"]), default="last",
                      show_default=True, help="last: E5-V's last-token state; mean / vision_mean: averages; "
                      "tokens: one vector per token (multi-vector; `e5v embed` to .jsonl/.parquet only)."),
-        click.option("--min-image-pixels", type=int, default=None,
-                     help="Qwen2-VL only: lower bound of its dynamic image resolution (pixels)."),
-        click.option("--max-image-pixels", type=int, default=None,
-                     help="Qwen2-VL only: upper bound of its dynamic image resolution (pixels)."),
+        click.option("--qwen-min-pixels", "qwen_min_pixels", type=int, default=None,
+                     help="Qwen2-VL only: lower bound of its dynamic image resolution (pixels after resizing)."),
+        click.option("--qwen-max-pixels", "qwen_max_pixels", type=int, default=None,
+                     help="Qwen2-VL only: upper bound of its dynamic image resolution (pixels after resizing)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -39,14 +39,14 @@ def model_options(f: Callable) -> Callable:
 
 def load_model(model: str, backend: str | None, device: str | None, dtype: str | None, image_mode: str,
                instruction: str | None, lora: str | None, pooling: str = "last",
-               min_image_pixels: int | None = None, max_image_pixels: int | None = None, **_: Any):
+               qwen_min_pixels: int | None = None, qwen_max_pixels: int | None = None, **_: Any):
     """Load E5V from the shared options; turn e5v errors (and invalid option combinations) into CLI errors."""
     from ..encoder import E5V
 
     try:
         return E5V.from_pretrained(model, backend=backend, device=device, dtype=dtype, image_mode=image_mode,
                                    instruction=instruction, lora=lora, pooling=pooling,
-                                   min_image_pixels=min_image_pixels, max_image_pixels=max_image_pixels)
+                                   min_image_pixels=qwen_min_pixels, max_image_pixels=qwen_max_pixels)
     except (E5VError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -24,10 +24,29 @@ def ensure_demo_model() -> Path:
     return path
 
 
+def build_demo_library(model, images: dict, captions: list[str]) -> Path:
+    """A persistent store of the sample images and captions (for `--serve`); indexing again is a no-op."""
+    from ..store import Store
+
+    root = demo_model_dir().parent / "demo-library"
+    folder = root / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, image in images.items():
+        image.save(folder / f"{name.replace(' ', '_')}.png")
+    (folder / "captions.txt").write_text("\n".join(captions) + "\n")
+    db = root / f"db-{Path(str(model.components.path)).name}"
+    Store.open(db, model).add([folder], show_progress=False)
+    return db
+
+
 @click.command()
 @click.option("--model", "-m", default=None,
               help="Use this model instead of the generated one (e.g. royokong/e5-v or a local copy).")
-def demo(model: str | None) -> None:
+@click.option("--serve", "serve_page", is_flag=True,
+              help="Afterwards, serve the demo store's search page on 127.0.0.1 (Ctrl+C stops it).")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port for --serve.")
+@click.pass_context
+def demo(ctx: click.Context, model: str | None, serve_page: bool, port: int) -> None:
     """Embed sample images and captions and print their similarity table."""
     from ..encoder import E5V
     from ..testing import sample_images
@@ -55,3 +74,10 @@ def demo(model: str | None) -> None:
     from .store import demo_search
 
     demo_search(m, images, captions)
+    if serve_page:
+        from .serve import serve
+
+        db = build_demo_library(m, images, captions)
+        del m  # the server loads its own copy
+        click.echo(f"\nsearch page: http://127.0.0.1:{port}/  (store {db}; Ctrl+C to stop)")
+        ctx.invoke(serve, model=str(path), db=str(db), host="127.0.0.1", port=port)

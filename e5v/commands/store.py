@@ -42,6 +42,7 @@ def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
 
     kw.pop("instruction", None)
     try:
+        kw["min_image_pixels"], kw["max_image_pixels"] = kw.pop("qwen_min_pixels", None), kw.pop("qwen_max_pixels", None)
         return E5V.from_pretrained(kw.pop("model"), prompt=PromptSet(**config["prompts"]),
                                    **{k: v for k, v in kw.items() if k in _FROM_PRETRAINED})
     except (E5VError, ValueError) as exc:
