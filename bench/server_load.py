@@ -246,10 +246,10 @@ def render(rows: list[dict], args, model: Path, note: str, peak_mb: float) -> st
         ratio = f"{r['throughput'] / ref:.2f}x" if ref else "n/a"
         lines.append(f"| {r['workload']} | {r['clients']} | {r['requests']} | {r['ok']} | {r['busy']} | {r['errors']} | "
                      f"{r['throughput']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['batch']:.1f} | {ratio} |")
-    command = "  ".join(["$", ".venv/bin/python", "bench/server_load.py"]) + " " + " ".join(sys.argv[1:])
+    command = " ".join([".venv/bin/python", "bench/server_load.py", *sys.argv[1:]])
     return "\n".join([
         "# Embedding server under load (`e5v serve`, loopback)", "",
-        f"Command: `{command.replace('$  ', '').strip()}`", "",
+        f"Command: `{command}`", "",
         f"Model: `{model}`; server options: `{args.server_args}`; one item per request; "
         f"mixed = 1 image request (data URI PNG, 336-640 px, anyres) in {args.image_every}; "
         f"each level: at most {args.duration:g} s and {args.max_requests} requests. "
