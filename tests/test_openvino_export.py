@@ -137,3 +137,18 @@ def test_exporting_another_supported_family_fails_clearly(tmp_path):
     path = make_tiny_qwen2vl(tmp_path / "qwen", variant="qwen2_vl")
     with pytest.raises(ModelLoadError, match="qwen2_vl.*LLaVA-NeXT"):
         export_openvino(str(path), tmp_path / "out", weights="fp32")
+
+
+def test_bf16_load_route_keeps_int8_parity(tiny_model_path, model, tmp_path):
+    """The low-memory route (source loaded in bf16, bf16 weights compressed directly) stays finite and close.
+
+    Guards a real failure: freeing the torch module before NNCF compressed the graph left the IR's
+    shared-memory bf16 constants dangling (NaN everywhere)."""
+    out = export_openvino(str(tiny_model_path), tmp_path / "bf16", weights="int8", load_dtype="bf16",
+                          log=lambda m: None)
+    items = ["a dog", "two people ride bicycles down a busy street", "snow"]
+    got = E5V.from_pretrained(out).encode(items)
+    assert np.isfinite(got).all()
+    assert float((got * model.encode(items)).sum(1).min()) >= 0.99
+    with pytest.raises(ValueError, match="fp32 export needs"):
+        export_openvino(str(tiny_model_path), tmp_path / "x", weights="fp32", load_dtype="bf16")

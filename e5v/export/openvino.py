@@ -88,18 +88,26 @@ def _copy_processor_files(source: Path, output: Path) -> None:
 
 
 def export_openvino(model: str, output: str | Path, *, weights: str = "int8", group_size: int = 64,
-                    ratio: float = 1.0, overwrite: bool = False, verify: bool = False, log=print) -> Path:
+                    ratio: float = 1.0, load_dtype: str = "fp32", overwrite: bool = False, verify: bool = False,
+                    log=print) -> Path:
     """Convert ``model`` (HF id or directory) into OpenVINO parts in ``output``; returns ``output``.
 
     Args:
         weights: "fp32" (no compression), "int8" (NNCF INT8_SYM per channel) or "int4" (language model NNCF
             INT4_ASYM with ``group_size``; ``ratio`` of its matmuls in 4 bit, the rest int8; vision int8).
         overwrite: allow writing into a non-empty directory that is not an earlier export.
+        load_dtype: "fp32" or "bf16". bf16 halves the loaded model (16 GB instead of 32 GB for 8B): the
+            language graph is traced in bf16 and its bf16 weights are compressed directly, so int8/int4 exports
+            of the 8B fit a 24 GB machine. fp32 exports need fp32 (bf16 weights would not be fp32-exact).
         verify: re-read every written file and check it against the manifest's SHA-256.
     """
     ov = require("openvino", "openvino")
     if weights not in WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; choose one of {WEIGHTS}")
+    if load_dtype not in ("fp32", "bf16"):
+        raise ValueError(f"load_dtype must be fp32 or bf16, got {load_dtype!r}")
+    if load_dtype == "bf16" and weights == "fp32":
+        raise ValueError("an fp32 export needs load_dtype='fp32' (bf16 weights are not fp32-exact)")
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     if weights != "fp32":
@@ -121,7 +129,8 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
     log(f"loading {model}")
     hf_logging.disable_progress_bar()
     try:
-        full = LlavaNextForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+        full = LlavaNextForConditionalGeneration.from_pretrained(
+            source, dtype=torch.bfloat16 if load_dtype == "bf16" else torch.float32)
     except Exception as exc:
         raise ModelLoadError(f"cannot load the model weights from {source}: {exc}") from exc
     base = full.model
@@ -131,7 +140,7 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
 
     # 1. token table: a plain array, gathered with numpy at run time (a Gather IR would only copy it)
     table = base.language_model.embed_tokens.weight.detach()
-    np.save(output / PARTS["embeddings"], table.numpy().astype(np.float32 if weights == "fp32" else np.float16))
+    np.save(output / PARTS["embeddings"], table.float().numpy().astype(np.float32 if weights == "fp32" else np.float16))
     np.save(output / PARTS["image_newline"], base.image_newline.detach().float().numpy())
     base.language_model.embed_tokens = None  # the language part takes inputs_embeds
     del table
@@ -140,7 +149,7 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
     with torch.inference_mode():
         # 2. vision tower (cut at the feature layer) + projector
         log("converting the vision tower")
-        vision = VisionPart(base, config).eval()
+        vision = VisionPart(base, config).float().eval()  # small (~300M params for CLIP-L): always fp32
         size = int(config.vision_config.image_size)  # static: CLIP's position table fixes the view size
         ov_vision = ov.convert_model(vision, example_input=torch.zeros(1, 3, size, size),
                                      input=[("pixel_values", [-1, 3, size, size])])
@@ -161,11 +170,12 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
                                        input=[("inputs_embeds", [-1, -1, dim]), ("attention_mask", [-1, -1]),
                                               ("position_ids", [-1, -1])])
         ov_language.outputs[0].get_tensor().set_names({"last_hidden_state"})
-        del base, language
-        gc.collect()
         log(f"compressing the language model ({weights})")
         ov.save_model(_compress(ov_language, plan["language"]), output / PARTS["language"], compress_to_fp16=False)
-        del ov_language
+        # Only now: the converted graph's constants share memory with the torch weights (no copy, which is
+        # what keeps the peak near one model size); freeing the torch module earlier corrupts them (seen
+        # as NaN outputs with bf16 weights).
+        del ov_language, base, language
         gc.collect()
 
     _copy_processor_files(source, output)

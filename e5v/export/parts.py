@@ -78,7 +78,12 @@ class LanguagePart(nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor) -> torch.Tensor:
-        mask = padded_causal_mask(attention_mask, inputs_embeds.dtype)  # (B, 1, L, L)
-        out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
+        embeds = inputs_embeds.to(self.dtype)  # a bf16-loaded model computes in bf16; the IR input stays f32
+        mask = padded_causal_mask(attention_mask, embeds.dtype)  # (B, 1, L, L)
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
                                   use_cache=False)
-        return out.last_hidden_state  # (B, L, D)
+        return out.last_hidden_state.float()  # (B, L, D)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.language_model.parameters()).dtype
