@@ -80,7 +80,11 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, gradient_checkpoint
     peft = require("peft", "train")
     if gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen embeddings (no enable_input_require_grads hack).
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS,
                              bias="none")
     return peft.get_peft_model(model, config)
