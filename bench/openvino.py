@@ -202,7 +202,6 @@ def main() -> None:
 
 
 def run(args) -> None:
-    import numpy as np
     from transformers import AutoConfig
 
     from e5v import __version__
