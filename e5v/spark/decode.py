@@ -55,7 +55,8 @@ def struct_to_image(row: dict) -> Image.Image:
     origin = row.get("origin") or "<unknown origin>"
     height, width, channels, mode = (row.get(k) for k in ("height", "width", "nChannels", "mode"))
     data = row.get("data")
-    if any(is_null(v) for v in (height, width, channels)) or height <= 0 or width <= 0 or data is None or len(data) == 0:
+    missing = any(is_null(v) for v in (height, width, channels, data))
+    if missing or height <= 0 or width <= 0 or len(data) == 0:
         raise InputError(f"Spark could not decode the image {origin} (invalid image row)")
     height, width, channels = int(height), int(width), int(channels)
     if not is_null(mode) and int(mode) in OPENCV_8U and OPENCV_8U[int(mode)] != channels:
