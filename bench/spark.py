@@ -83,7 +83,17 @@ def direct(name: str, kind: str, n: int, threads: int = 1) -> dict:
     start = time.perf_counter()
     model.encode(data, batch_size=BATCH)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": n, "rss_mb": peak_rss_mb(), "worker_rss_mb": 0.0}
+    result = {"seconds": seconds, "rows": n, "rss_mb": peak_rss_mb(), "worker_rss_mb": 0.0}
+    if threads == 1:  # the stage's own Python path (conversion, chunking, result frame), no Spark around it
+        from e5v.spark import worker
+
+        worker._CACHE[(str(model_path(name)), None)] = model
+        config = {"model": str(model_path(name)), "backend": None, "batch_size": BATCH, "normalize": True,
+                  "instruction": None, "image_mode": "base", "threads": 1}
+        start = time.perf_counter()
+        list(worker.run_batches(iter([pd.Series(data)]), config, ("text" if kind == "text" else "image",)))
+        result["python_path_seconds"] = time.perf_counter() - start
+    return result
 
 
 def spark_run(name: str, cores: int, kind: str, n: int, partitions: int) -> dict:
@@ -100,7 +110,7 @@ def spark_run(name: str, cores: int, kind: str, n: int, partitions: int) -> dict
     spark.sparkContext.setLogLevel("ERROR")
     data = rows(kind, n)
     schema = "id long, text string" if kind == "text" else "id long, content binary"
-    df = spark.createDataFrame(list(enumerate(data)), schema).repartition(partitions, "id").cache()
+    df = spark.createDataFrame(list(enumerate(data)), schema).repartition(partitions).cache()  # round-robin: equal sizes
     df.count()
     column = "text" if kind == "text" else "content"
     stage = E5VEmbeddings(model=str(model_path(name)), inputCol=column, batchSize=BATCH, imageMode="base")
@@ -164,6 +174,10 @@ def report(results: dict, args, note: str) -> str:
         overhead = "-" if key != "local=1" else f"{(r['seconds'] - base['seconds']) / r['rows'] * 1000:+.1f} ms"
         lines.append(f"| {names[key]} | {r['seconds']:.1f} | {rate:.2f} | {ratio} | {overhead} | "
                      f"{r['rss_mb']:.0f} / {r['worker_rss_mb']:.0f} |")
+    if "python_path_seconds" in base:
+        r = base["python_path_seconds"]
+        lines.append(f"| stage's Python path in-process (no Spark), 1 thread | {r:.1f} | {base['rows'] / r:.2f} | - | "
+                     f"{(r - base['seconds']) / base['rows'] * 1000:+.2f} ms | - |")
     lines.append("")
     lines.append("Per-row overhead is measured where the comparison is like for like: local[1] (one worker, one "
                  "thread) vs the direct call (one thread); it covers Arrow transfer, conversion and task scheduling. "
