@@ -25,6 +25,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_ready(proc: subprocess.Popen, base: str, timeout: float) -> None:
+    """Poll /health until 200; fail with the server's output if it exits or never gets ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stdout.read().decode())
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, model):
     """A store with four generated photos (one deleted after indexing) and a caption manifest."""
@@ -54,19 +70,7 @@ def server(library, tiny_model_path):
                              str(db), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read().decode())
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("server did not become ready")
+    _wait_ready(proc, base, timeout=180)
     yield base
     proc.terminate()
     proc.wait(timeout=30)
@@ -183,15 +187,7 @@ def test_demo_serve_opens_the_demo_store_in_the_page(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.5)
+        _wait_ready(proc, base, timeout=240)
         assert "e5v search" in httpx.get(base + "/").text
         info = httpx.get(base + "/v1/store").json()
         assert info["count"] == 8  # 4 sample images + 4 captions

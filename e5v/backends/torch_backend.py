@@ -44,16 +44,21 @@ class TorchBackend:
         self.dtype = dtype
         self.weights = _NAMES.get(dtype, str(dtype))
 
+    @staticmethod
+    def model_class(components: Any) -> Any:
+        """The transformers class of the full checkpoint (subclasses for other families override this)."""
+        from transformers import LlavaNextForConditionalGeneration
+
+        return LlavaNextForConditionalGeneration
+
     @classmethod
     def load(cls, components: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
              lora: str | None = None) -> "TorchBackend":
-        from transformers import LlavaNextForConditionalGeneration
-
         from transformers.utils import logging as hf_logging
 
         dev, dt = resolve_device_dtype(device, dtype)
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown CLI output
-        full = load_checked(LlavaNextForConditionalGeneration, components.path, dt)
+        full = load_checked(cls.model_class(components), components.path, dt)
         base = full.model
         full.lm_head = None  # drop the head explicitly: an embedding model never needs logits
         del full
