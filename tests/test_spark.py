@@ -206,3 +206,42 @@ def test_bad_configuration_is_refused_on_the_driver(spark, tiny_model_path, para
         E5VEmbeddings(model=str(tiny_model_path), **params).transform(df)
     with pytest.raises(ValueError, match="needs model"):
         E5VEmbeddings(inputCol="t").transform(df)
+
+
+def test_write_store_then_search_and_rerun_adds_nothing(spark, stage, model, image_dir, tmp_path):
+    """Spark results go into the vector store (config from a worker), search finds them, re-runs dedupe, and
+    files indexed by the CLI path with the same bytes are recognised as already present."""
+    from e5v.spark import write_store
+    from e5v.store import Store
+
+    files = spark.read.format("binaryFile").load(str(image_dir))
+    binary_stage = stage.copy({stage.inputCol: "content"})
+    embedded = binary_stage.transform(files)
+    db = tmp_path / "db"
+    report = write_store(embedded, str(db), binary_stage)
+    assert report.added == 5 and len(report.failed) == 1  # corrupt.png: no vector, reason kept
+    assert "corrupt.png" in report.failed[0][0] and "not a readable image" in report.failed[0][1]
+    store = Store.open(db, model)  # same model -> same config: accepted
+    assert store.config["model"] == model.embedding_config()["model"]
+    hit = store.search(image_dir / "rgb.png", k=1)[0]
+    assert hit["path"] == str(image_dir / "rgb.png") and hit["score"] > 0.9999  # a filesystem path, not a URI
+    again = write_store(embedded, str(db), binary_stage)
+    assert again.added == 0 and again.skipped_existing == 5
+    cli_style = store.add([image_dir], show_progress=False)  # the same files through `e5v index`'s path
+    assert cli_style.added == 0 and cli_style.skipped_existing == 5
+
+    texts = spark.createDataFrame([(1, "a red car", "web"), (2, None, "x")], "id long, text string, source string")
+    text_stage = stage.copy({stage.inputCol: "text"})
+    report = write_store(text_stage.transform(texts), str(db), text_stage, metadata_cols=["source"])
+    assert report.added == 1  # the null row is nothing to store
+    found = store.search("a red car", k=1, kind="text")[0]
+    assert found["text"] == "a red car" and found["metadata"] == {"source": "web"}
+
+    other = stage.copy({stage.inputCol: "text", stage.instruction: "Describe it in one word:"})
+    from e5v.errors import ConfigMismatchError
+
+    with pytest.raises(ConfigMismatchError):
+        write_store(other.transform(texts), str(db), other)
+    with pytest.raises(ValueError, match="normalize"):
+        unnormalised = stage.copy({stage.inputCol: "text", stage.normalize: False})
+        write_store(unnormalised.transform(texts), str(db), unnormalised)

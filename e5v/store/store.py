@@ -73,18 +73,20 @@ class Store:
 
     # ----------------------------------------------------------------- opening
     @classmethod
-    def open(cls, db_dir: str | os.PathLike, model: Any = None, *, create: bool = True) -> "Store":
+    def open(cls, db_dir: str | os.PathLike, model: Any = None, *, create: bool = True,
+             config: dict | None = None) -> "Store":
         """Open the store in ``db_dir`` (created if missing and ``create``) for ``model``.
 
         Raises ConfigMismatchError if the store was built with another embedding config, StoreError if the
         directory is not an e5v store, is corrupted, or cannot be created. ``model=None`` opens for
-        vector-only search (no config check, no ``add``).
+        vector-only search (no config check, no ``add``); with ``config`` (an ``E5V.embedding_config()``
+        computed elsewhere, e.g. on a Spark worker) it is checked/created like a model's, for ``add_vectors``.
         """
         lancedb = require("lancedb", "store")
         root = Path(db_dir).expanduser()
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root} is a file, not a store directory")
-        config = _model_config(model) if model is not None else None
+        config = _model_config(model) if model is not None else config
         _remove_uncommitted_creation(root)
         if (root / f"{TABLE}.lance").exists():
             try:
@@ -103,7 +105,7 @@ class Store:
             if foreign:
                 raise StoreError(f"{root} is not an e5v store (it contains {', '.join(foreign[:5])}); "
                                  "give a new or empty directory for --db")
-        if not create or model is None:
+        if not create or config is None:
             raise StoreError(f"no store at {root}; create one with `e5v index ... --db {root}` first")
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ class Store:
                 table = db.create_table(TABLE, schema=make_schema(config["dim"], config))
             except (ValueError, OSError) as exc:
                 if (root / f"{TABLE}.lance" / "_versions").is_dir():  # created meanwhile by another process
-                    return cls.open(root, model, create=False)
+                    return cls.open(root, model, create=False, config=config)
                 raise StoreError(f"cannot create a store at {root}: {exc}") from None
         return cls(root, table, model, config)
 
@@ -171,6 +173,63 @@ class Store:
                         raise StoreError(str(exc)) from None
         report.seconds = time.perf_counter() - start
         return report
+
+    def add_vectors(self, rows: Any, *, commit_every: int = 1024) -> AddReport:
+        """Store vectors embedded elsewhere (e.g. by the Spark stage) under this store's config.
+
+        Each row is a dict: ``vector`` (dim floats), ``kind`` (text/image/composed), ``hash`` (content hash,
+        see ``e5v.store.walk.content_hash``; rows already stored are skipped), optional ``path``, ``text``,
+        ``metadata``. The caller vouches that the vectors were made under ``self.config`` (open the store with
+        that model or ``config=``, which is checked). Bad rows are reported, not stored. Commits every
+        ``commit_every`` rows, under the writer lock.
+        """
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(f"the store at {self.root} is read-only; cannot add items")
+        start = time.perf_counter()
+        report = AddReport()
+        pending: list[dict] = []
+        with WriterLock(self.root):
+            self._table.checkout_latest()
+            existing = self._existing_hashes()
+            for n, row in enumerate(rows):
+                problem = self._check_row(row)
+                if problem:
+                    report.failed.append((str(row.get("path") or f"row {n}") if isinstance(row, dict) else f"row {n}",
+                                          problem))
+                    continue
+                if row["hash"] in existing:
+                    report.skipped_existing += 1
+                    continue
+                existing.add(row["hash"])
+                pending.append({"id": row["hash"][:16], "hash": row["hash"], "kind": row["kind"],
+                                "path": row.get("path"), "text": row.get("text"), "metadata": row.get("metadata") or {},
+                                "added_at": datetime.now(timezone.utc),
+                                "vector": np.asarray(row["vector"], dtype=np.float32)})
+                if len(pending) >= max(1, commit_every):
+                    self._table.add(to_arrow(pending, self._schema))
+                    report.added += len(pending)
+                    pending = []
+            if pending:
+                self._table.add(to_arrow(pending, self._schema))
+                report.added += len(pending)
+            report.total_rows = self._table.count_rows()
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _check_row(self, row: Any) -> str | None:
+        if not isinstance(row, dict):
+            return f"expected a dict, got {type(row).__name__}"
+        if row.get("kind") not in KINDS:
+            return f"kind must be one of {KINDS}, got {row.get('kind')!r}"
+        if not isinstance(row.get("hash"), str) or len(row["hash"]) < 16:
+            return "missing content hash"
+        vector = row.get("vector")
+        if vector is None:
+            return f"no vector: {row.get('error') or 'the item failed to embed'}"
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self.dim or not np.isfinite(vec).all():
+            return f"vector must be {self.dim} finite floats"
+        return None
 
     def _embed_and_commit(self, todo: list[Record], batch_size: int, commit_every: int, show: bool,
                           report: AddReport) -> int:

@@ -238,6 +238,17 @@ def text_record(text: Any, where: str | None, meta: dict) -> Record:
     return Record("text", text, _sha(b"text", raw), where, text if isinstance(text, str) else None, meta)
 
 
+def content_hash(kind: str, image: Any = None, text: str | None = None) -> str:
+    """The store's content hash of in-memory content (image bytes/Path/PIL and/or text), as ``add`` computes it,
+    so vectors written from elsewhere (e.g. Spark) dedupe against indexed files with the same bytes or text."""
+    if kind == "text":
+        return text_record(text, None, {}).hash
+    digest = _image_digest(image)
+    if kind == "image":
+        return _sha(b"image", digest.encode())
+    return _sha(b"composed", digest.encode(), str(text).encode())
+
+
 def _image_digest(image: Any) -> str:
     if isinstance(image, Path):
         return _file_sha(image)
