@@ -23,13 +23,14 @@ def run_batch(backend: Backend, batch: list[Prepared], image_processor, image_to
               image_mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (hidden (B, L, D), attention_mask (B, L), image_mask (B, L)) for the batch, left-padded."""
     features, geometry = _image_features(backend, batch, image_processor, image_mode)
+    id_tensors = [torch.tensor(item.ids, dtype=torch.long) for item in batch]  # B x (T_b,)
+    flat = torch.cat(id_tensors)  # (sum T,)
+    safe = torch.where(flat == image_token_id, torch.full_like(flat, pad_id), flat)
+    token_embeds = backend.embed_tokens(safe[None])[0].split([len(t) for t in id_tensors])  # one lookup per batch
     rows, id_rows, image_rows = [], [], []
     feature_iter = iter(features)
-    for item in batch:
-        ids = torch.tensor(item.ids, dtype=torch.long)  # (T,)
-        is_marker = ids == image_token_id
-        safe_ids = torch.where(is_marker, torch.full_like(ids, pad_id), ids)
-        embeds = backend.embed_tokens(safe_ids[None])[0]  # (T, D)
+    for item, ids, embeds in zip(batch, id_tensors, token_embeds):
+        is_marker = ids == image_token_id  # embeds: (T, D)
         if item.image is None:
             rows.append(embeds)
             id_rows.append(ids)

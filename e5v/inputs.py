@@ -53,17 +53,6 @@ class ImageLimits:
     max_aspect_ratio: float = MAX_ASPECT_RATIO  # refuse extremely thin images
 
 
-def to_items(inputs: Any, limits: ImageLimits = ImageLimits()) -> list[Item]:
-    """Normalise a list of user inputs. A bare string or image is treated as a list of one."""
-    if isinstance(inputs, (str, bytes, Path, Image.Image, dict)):
-        inputs = [inputs]
-    try:
-        inputs = list(inputs)
-    except TypeError:
-        raise InputError(f"expected a list of inputs, got {type(inputs).__name__}") from None
-    return [to_item(x, i, limits) for i, x in enumerate(inputs)]
-
-
 def to_item(obj: Any, index: int | None = None, limits: ImageLimits = ImageLimits()) -> Item:
     """Normalise one input; see the module docstring for accepted shapes."""
     if isinstance(obj, Item):

@@ -8,7 +8,6 @@ processor and model against each other, so users never patch anything by hand.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +244,3 @@ def validate(c: Components) -> None:
         raise ModelLoadError(
             f"image processor crop size {crop_h} differs from the vision tower's image size {config.vision_config.image_size}"
         )
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -8,7 +8,6 @@ so the template around it (and the last token, whose state is the embedding) sta
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -111,7 +110,3 @@ def plan_batches(prepared: list[Prepared], batch_size: int) -> list[list[Prepare
         raise ValueError("batch_size must be >= 1")
     ordered = sorted(prepared, key=lambda p: -p.length)
     return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)] if ordered else []
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
