@@ -109,7 +109,7 @@ def make_tiny_model(
         init_std: weight init std; larger than HF's 0.02 so random inputs give distinguishable vectors.
     """
     import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+    from transformers import LlavaNextForConditionalGeneration
 
     spec = SHAPES[shape]
     vocab_size = vocab_size or spec["vocab_size"] or 512
@@ -119,8 +119,32 @@ def make_tiny_model(
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     assert image_token_id == vocab_size, "quirk: <image> id must equal the text vocabulary size"
 
+    config = llava_next_config(spec, tokenizer, text_layers=text_layers, vision_layers=vision_layers,
+                               init_std=init_std)
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config).eval()
+    with torch.no_grad():  # HF init leaves some tensors near-degenerate at tiny widths; spread them
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, init_std if "embed" in name else (1.0 / param.shape[-1]) ** 0.5)
+        model.model.image_newline.normal_(0.0, 1.0)
+    model.save_pretrained(path, safe_serialization=True)
+    del model
+    tokenizer.save_pretrained(path)
+    _write_preprocessor_config(path)
+    _strip_processor_fields(path)
+    return path
+
+
+def llava_next_config(spec: dict, tokenizer, *, text_layers: int, vision_layers: int, init_std: float = 0.02):
+    """E5-V's LLaVA-NeXT config (Llama-3 text model, CLIP-336 tower, anyres pinpoints) for ``spec``'s widths.
+
+    The text vocabulary is the tokenizer's minus ``<image>``, whose id equals it (e5-v's quirk).
+    """
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
+
     text_config = LlamaConfig(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer) - 1,
         num_hidden_layers=text_layers,
         max_position_embeddings=8192,
         rope_theta=500000.0,
@@ -142,7 +166,7 @@ def make_tiny_model(
     config = LlavaNextConfig(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_index=image_token_id,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=GRID_PINPOINTS,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
@@ -150,19 +174,7 @@ def make_tiny_model(
         image_seq_length=576,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = LlavaNextForConditionalGeneration(config).eval()
-    with torch.no_grad():  # HF init leaves some tensors near-degenerate at tiny widths; spread them
-        for name, param in model.named_parameters():
-            if param.dim() >= 2:
-                param.normal_(0.0, init_std if "embed" in name else (1.0 / param.shape[-1]) ** 0.5)
-        model.model.image_newline.normal_(0.0, 1.0)
-    model.save_pretrained(path, safe_serialization=True)
-    del model
-    tokenizer.save_pretrained(path)
-    _write_preprocessor_config(path)
-    _strip_processor_fields(path)
-    return path
+    return config
 
 
 def _write_preprocessor_config(path: Path) -> None:
@@ -313,3 +325,6 @@ def make_tiny_qwen2vl(path: str | Path, seed: int = 0, *, variant: str = "qwen2_
         "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
     }, indent=2))
     return path
+
+
+from .testing_fullsize import make_random_checkpoint  # noqa: E402  (re-export; it imports this module's helpers)

@@ -8,8 +8,11 @@ exactly the encoder's inputs (``parts.py``), a padding-safe mask we control (DES
 code at run time. The graphs are smaller and faster, and there is one less dependency.
 
 Memory: the model is loaded once, then each part is converted, compressed, saved and freed before the
-next (the token table first, then the vision tower, then the language model), so the peak is about the
-loaded model plus the one part being compressed.
+next (the token table first, then the vision tower, then the language model). When the checkpoint's
+safetensors already hold the load dtype (bf16 for published E5-V weights with ``load_dtype="bf16"``), the
+weights are memory-mapped rather than copied (``mmap_load.py``): they stay reclaimable page cache and the
+export's own RAM is about the compressed language weights; otherwise the peak is about the loaded model
+plus the one part being compressed.
 """
 
 from __future__ import annotations
@@ -87,9 +90,51 @@ def _copy_processor_files(source: Path, output: Path) -> None:
             shutil.copy2(path, output / path.name)
 
 
+def _load_base(source: Path, config, dtype: torch.dtype, memory_map: bool, log) -> torch.nn.Module:
+    """LlavaNextModel without lm_head: memory-mapped when the stored dtype is ``dtype``, else copied.
+
+    The memory-mapped route is what lets an 8B export fit a 16-24 GB machine: the weights stay file-backed
+    page cache (reclaimable) instead of 16 GB of anonymous memory (see ``mmap_load.py``, docs/openvino.md).
+    """
+    from transformers import LlavaNextForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    from .mmap_load import load_base_mmap, stored_dtypes
+
+    stored = stored_dtypes(source)
+    name = str(dtype).replace("torch.", "")
+    if memory_map and stored == {dtype}:
+        log(f"loading {source} memory-mapped ({name} on disk, no copy)")
+        return load_base_mmap(source, config)
+    if memory_map:
+        on_disk = ", ".join(sorted(str(d).replace("torch.", "") for d in stored)) or "no safetensors"
+        log(f"loading {source} with from_pretrained (weights copied into RAM): checkpoint holds {on_disk}, "
+            f"export loads {name}; a {name} safetensors checkpoint would be memory-mapped")
+    else:
+        log(f"loading {source} with from_pretrained")
+    hf_logging.disable_progress_bar()
+    try:
+        full = LlavaNextForConditionalGeneration.from_pretrained(source, dtype=dtype)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the model weights from {source}: {exc}") from exc
+    base = full.model
+    full.lm_head = None  # never exported: embeddings need no logits
+    del full
+    return base.eval().requires_grad_(False)
+
+
+def _save_table(table: torch.Tensor, path: Path, dtype, rows: int = 8192) -> None:
+    """Write the (V, D) token table as ``dtype`` .npy in row chunks: no full-size fp32 temporary (2 GB for 8B)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(table.shape))
+    for start in range(0, table.shape[0], rows):
+        out[start:start + rows] = table[start:start + rows].float().numpy()  # (rows, D)
+    out.flush()
+    del out
+
+
 def export_openvino(model: str, output: str | Path, *, weights: str = "int8", group_size: int = 64,
                     ratio: float = 1.0, load_dtype: str = "fp32", overwrite: bool = False, verify: bool = False,
-                    log=print) -> Path:
+                    memory_map: bool = True, log=print) -> Path:
     """Convert ``model`` (HF id or directory) into OpenVINO parts in ``output``; returns ``output``.
 
     Args:
@@ -97,9 +142,14 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
             INT4_ASYM with ``group_size``; ``ratio`` of its matmuls in 4 bit, the rest int8; vision int8).
         overwrite: allow writing into a non-empty directory that is not an earlier export.
         load_dtype: "fp32" or "bf16". bf16 halves the loaded model (16 GB instead of 32 GB for 8B): the
-            language graph is traced in bf16 and its bf16 weights are compressed directly, so int8/int4 exports
-            of the 8B fit a 24 GB machine. fp32 exports need fp32 (bf16 weights would not be fp32-exact).
+            language graph is traced in bf16 and its bf16 weights are compressed directly. With a bf16
+            safetensors checkpoint (as published) the weights are memory-mapped, not copied, so an int4
+            export of the 8B needs a few GB of RAM of its own (docs/openvino.md). fp32 exports need fp32
+            (bf16 weights would not be fp32-exact).
         verify: re-read every written file and check it against the manifest's SHA-256.
+        memory_map: when the checkpoint's safetensors already hold ``load_dtype`` weights, view them
+            memory-mapped instead of copying them into RAM (``mmap_load.py``); False forces
+            ``from_pretrained`` (kept to compare the two routes).
     """
     ov = require("openvino", "openvino")
     if weights not in WEIGHTS:
@@ -112,9 +162,6 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     if weights != "fp32":
         require("nncf", "openvino")
-    from transformers import LlavaNextForConditionalGeneration
-    from transformers.utils import logging as hf_logging
-
     from ..loading import prompt_family, read_config, resolve_model_path
 
     source, revision = resolve_model_path(model)
@@ -126,21 +173,11 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
     _prepare_output(output, overwrite)
     plan = compression_plan(weights, group_size, ratio)
 
-    log(f"loading {model}")
-    hf_logging.disable_progress_bar()
-    try:
-        full = LlavaNextForConditionalGeneration.from_pretrained(
-            source, dtype=torch.bfloat16 if load_dtype == "bf16" else torch.float32)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the model weights from {source}: {exc}") from exc
-    base = full.model
-    full.lm_head = None  # never exported: embeddings need no logits
-    del full
-    base.eval().requires_grad_(False)
+    base = _load_base(source, config, torch.bfloat16 if load_dtype == "bf16" else torch.float32, memory_map, log)
 
     # 1. token table: a plain array, gathered with numpy at run time (a Gather IR would only copy it)
     table = base.language_model.embed_tokens.weight.detach()
-    np.save(output / PARTS["embeddings"], table.float().numpy().astype(np.float32 if weights == "fp32" else np.float16))
+    _save_table(table, output / PARTS["embeddings"], np.float32 if weights == "fp32" else np.float16)
     np.save(output / PARTS["image_newline"], base.image_newline.detach().float().numpy())
     base.language_model.embed_tokens = None  # the language part takes inputs_embeds
     del table

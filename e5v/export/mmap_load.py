@@ -1,0 +1,172 @@
+"""Load a LLaVA-NeXT checkpoint with its weights memory-mapped from the safetensors files, not copied.
+
+Why: ``from_pretrained`` copies every weight into anonymous memory (16 GB for E5-V 8B in bf16), and the
+OpenVINO export then needs that plus the compressed weights. Here each shard is ``mmap``-ed and every tensor
+is a ``torch.frombuffer`` view of its bytes; the model is built on the meta device (nothing allocated or
+initialised) and the views are assigned as its parameters. ``openvino.convert_model`` shares constant
+memory with torch tensors, so NNCF reads the weights straight from the page cache: file-backed pages the
+kernel can drop and re-read, not RAM the export owns. Only what the export computes (compressed weights)
+lives in anonymous memory.
+
+The mapping is private copy-on-write (``ACCESS_COPY``): tensors are writable as torch expects, the file is
+never modified. The mapping stays alive as long as any tensor viewing it does, so dropping the modules
+frees it part by part.
+
+Only used when every floating tensor on disk already has the dtype the export wants (no conversion, so a
+view is enough); ``export_openvino`` falls back to ``from_pretrained`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelLoadError
+
+_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def checkpoint_files(source: Path) -> list[Path]:
+    """The safetensors files of a checkpoint dir (sharded via its index, or a single file); [] if none."""
+    index = source / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError) as exc:
+            raise ModelLoadError(f"{index} is corrupt ({exc}); re-download the checkpoint") from exc
+        return [source / name for name in names]
+    single = source / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """A safetensors file's header ``{name: {dtype, shape, data_offsets}}`` and where its data starts.
+
+    Refuses a missing or truncated file up front, naming it, rather than failing on first access to a page
+    past the end (SIGBUS).
+    """
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint shard {path.name} is missing from {path.parent}; re-download it")
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"checkpoint shard {path} is truncated ({size} bytes); re-download it")
+        (length,) = struct.unpack("<Q", head)
+        if 8 + length > size:
+            raise ModelLoadError(f"checkpoint shard {path} is truncated (header past the end); re-download it")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError as exc:
+            raise ModelLoadError(f"checkpoint shard {path} has a corrupt header ({exc}); re-download it") from exc
+    header.pop("__metadata__", None)
+    start = 8 + length
+    end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    if start + end > size:
+        raise ModelLoadError(f"checkpoint shard {path} is truncated: {size} bytes, its header needs "
+                             f"{start + end}; re-download it")
+    return header, start
+
+
+def stored_dtypes(source: Path) -> set[torch.dtype]:
+    """Dtypes of the floating-point tensors on disk (headers only, nothing read)."""
+    found = set()
+    for path in checkpoint_files(source):
+        header, _ = read_header(path)
+        found |= {_DTYPES.get(entry["dtype"]) for entry in header.values()}
+    return {dtype for dtype in found if dtype is not None and dtype.is_floating_point}
+
+
+def mapped_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
+    """Every tensor of ``files`` as a zero-copy view of its memory-mapped bytes."""
+    tensors = {}
+    for path in files:
+        header, start = read_header(path)
+        with path.open("rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)  # stays open while viewed
+        for name, entry in header.items():
+            dtype = _DTYPES.get(entry["dtype"])
+            if dtype is None:
+                raise ModelLoadError(f"{path.name}: tensor {name} has unsupported dtype {entry['dtype']}")
+            begin, end = entry["data_offsets"]
+            count = (end - begin) // torch.empty((), dtype=dtype).element_size()
+            flat = torch.frombuffer(mapped, dtype=dtype, count=count, offset=start + begin) if count else \
+                torch.empty(0, dtype=dtype)
+            tensors[name] = flat.view(entry["shape"])
+    return tensors
+
+
+def base_key(name: str) -> str | None:
+    """Checkpoint key (royokong/e5-v's transformers-4 layout or transformers-5's) -> LlavaNextModel key.
+
+    None for the lm_head, which an embedding never uses.
+    """
+    if name.startswith("model."):  # transformers 5 layout: model.language_model.*, model.vision_tower.*
+        name = name[len("model."):]
+    if name.startswith(("lm_head.", "language_model.lm_head.")):
+        return None
+    if name.startswith("language_model.model."):
+        return "language_model." + name[len("language_model.model."):]
+    return name
+
+
+def _vision_key(key: str, expected: dict) -> str:
+    """Align the vision tower's nesting (``vision_tower.vision_model.*`` or not) with the model's."""
+    if key in expected or not key.startswith("vision_tower."):
+        return key
+    nested = "vision_tower.vision_model." + key[len("vision_tower."):]
+    flat = "vision_tower." + key[len("vision_tower.vision_model."):] if key.startswith("vision_tower.vision_model.") \
+        else key
+    return nested if nested in expected else flat
+
+
+def load_base_mmap(source: Path, config) -> torch.nn.Module:
+    """The LlavaNextModel (no lm_head) of ``source`` with memory-mapped weights, ready for export.
+
+    Raises ModelLoadError for missing, mis-shaped or truncated tensors, like the torch backend's
+    ``load_checked`` (a silently random weight would give wrong vectors).
+    """
+    from transformers import LlavaNextForConditionalGeneration
+
+    files = checkpoint_files(source)
+    if not files:
+        raise ModelLoadError(f"no safetensors weights in {source}")
+    with torch.device("meta"):  # parameters without storage: nothing allocated, nothing initialised
+        base = LlavaNextForConditionalGeneration(config).model
+    expected = {name: tuple(t.shape) for name, t in base.state_dict().items()}
+    weights = {}
+    for name, tensor in mapped_tensors(files).items():
+        key = base_key(name)
+        if key is not None:
+            weights[_vision_key(key, expected)] = tensor
+    missing = sorted(set(expected) - set(weights))
+    mismatched = sorted(k for k in set(expected) & set(weights) if tuple(weights[k].shape) != expected[k])
+    if missing or mismatched:
+        listing = ", ".join(missing[:3] + [f"{k} {tuple(weights[k].shape)} != {expected[k]}" for k in mismatched[:3]])
+        raise ModelLoadError(f"the checkpoint in {source} does not match its config: {len(missing)} missing and "
+                             f"{len(mismatched)} mis-shaped tensors (e.g. {listing}); it is incomplete or corrupt "
+                             "(re-download it)")
+    base.load_state_dict({k: weights[k] for k in expected}, strict=True, assign=True)
+    _rebuild_buffers(base)
+    return base.eval().requires_grad_(False)
+
+
+def _rebuild_buffers(base: torch.nn.Module) -> None:
+    """Recompute the non-persistent buffers the meta device left empty (rotary inv_freq, CLIP position ids)."""
+    for parent in list(base.modules()):
+        for child_name, child in list(parent.named_children()):
+            if any(b.is_meta for b in child.buffers(recurse=False)) and hasattr(child, "inv_freq"):
+                setattr(parent, child_name, type(child)(config=child.config))  # rotary embedding, on CPU
+    for module in base.modules():
+        ids = getattr(module, "position_ids", None)
+        if isinstance(ids, torch.Tensor) and ids.is_meta:
+            module.register_buffer("position_ids", torch.arange(ids.shape[-1]).expand(ids.shape), persistent=False)
+    left = [name for name, t in [*base.named_parameters(), *base.named_buffers()] if t.is_meta]
+    if left:
+        raise ModelLoadError(f"internal: tensors left without data after the memory-mapped load: {left[:5]}")
