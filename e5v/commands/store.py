@@ -103,11 +103,15 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
               help="SQL filter, e.g. \"kind = 'image'\" or \"json_get_string(metadata, 'split') = 'test'\".")
 @click.option("--kind", type=click.Choice(["image", "text", "composed"]), default=None, help="Only this kind.")
 @click.option("--exact", is_flag=True, help="Full scan even if the store has an ANN index.")
+@click.option("--nprobes", type=click.IntRange(min=1), default=None,
+              help="ANN: IVF partitions probed per query (more = better recall, slower).  [default: 20]")
+@click.option("--refine-factor", type=click.IntRange(min=1), default=None,
+              help="ANN: re-rank refine-factor x k candidates with the full vectors.  [default: 10]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with the ranked results).")
 @model_options
 @click.pass_context
 @friendly_errors
-def search(ctx, db, text, image, k, where, kind, exact, as_json, **model_kw) -> None:
+def search(ctx, db, text, image, k, where, kind, exact, nprobes, refine_factor, as_json, **model_kw) -> None:
     """Search the store at --db by text, by image, or by image + modification text."""
     from ..store import Store
 
@@ -118,7 +122,8 @@ def search(ctx, db, text, image, k, where, kind, exact, as_json, **model_kw) -> 
     query: Any = text if image is None else Path(image) if text is None else {"image": Path(image), "text": text}
     model = _model_for(db, ctx, model_kw)
     store = Store.open(db, model, create=False)
-    hits = store.search(query, k=k, where=where, kind=kind, exact=exact or None)
+    tuning = {name: value for name, value in (("nprobes", nprobes), ("refine_factor", refine_factor)) if value}
+    hits = store.search(query, k=k, where=where, kind=kind, exact=exact or None, **tuning)
     if as_json:
         click.echo(json.dumps({"query": {"text": text, "image": image}, "results": hits}, default=str))
         return
