@@ -101,3 +101,30 @@ def test_cli_search_documents_the_ann_defaults():
 
     out = CliRunner().invoke(cli, ["search", "--help"]).output
     assert f"[default: {ann.NPROBES}]" in out and f"[default: {ann.REFINE_FACTOR}]" in out
+
+
+def test_in_memory_exact_search_equals_lancedb_flat_scan(indexed, clustered):
+    _, queries = clustered
+    for q, filters in ((queries[0], []), (queries[1], ["kind = 'text'"]),
+                       (queries[2], ["(json_get_int(metadata, 'group') = 2)", "kind = 'image'"])):
+        mine = indexed._search_in_memory(q, 10, filters)
+        lance = indexed._search_lance(q, 10, filters, use_ann=False, nprobes=1, refine_factor=1)
+        assert _ids(mine) == _ids(lance)
+        assert [h["score"] for h in mine] == pytest.approx([h["score"] for h in lance], abs=1e-5)
+        assert [h["metadata"] for h in mine] == [h["metadata"] for h in lance]
+
+
+def test_exact_search_sees_commits_from_another_writer(model, tmp_path):
+    rng = np.random.default_rng(3)
+    dim = model.embedding_dim
+    reader = Store.open(tmp_path / "db", config=model.embedding_config())
+    first = _unit(rng.standard_normal(dim))
+    reader.add_vectors([{"vector": first, "kind": "text", "hash": "1" * 32, "path": "first"}])
+    assert reader.search(first, k=1)[0]["path"] == "first"  # vectors now cached for this version
+    second = _unit(rng.standard_normal(dim))
+    Store.open(tmp_path / "db", config=model.embedding_config()).add_vectors(
+        [{"vector": second, "kind": "image", "hash": "2" * 32, "path": "second"}])
+    top = reader.search(second, k=2)
+    assert [h["path"] for h in top] == ["second", "first"]
+    assert reader.search(second, k=5, kind="text")[0]["path"] == "first"
+    assert reader.search(second, k=5, where="path = 'nothing'") == []

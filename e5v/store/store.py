@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import ConfigMismatchError, E5VError, StoreError, require
-from . import ann
+from . import ann, exact as exact_search
 from .lock import LOCK_NAME, WriterLock
 from .schema import TABLE, check_config, make_schema, stored_config, to_arrow
 from .walk import Problem, Record, discover
@@ -70,6 +70,7 @@ class Store:
         self.config = config
         self.dim = int(table.schema.field("vector").type.list_size)
         self._schema = make_schema(self.dim, config)  # the write schema (read-back types differ for JSON)
+        self._exact = exact_search.ExactIndex()  # in-memory vectors for exact search (see exact.py)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -275,7 +276,11 @@ class Store:
             where: SQL filter on the columns (``kind``, ``path``, ``text``, ``hash``, ``added_at``) and
                 metadata via ``json_get_string(metadata, 'key')`` / ``json_get_int`` / ``json_get_float``.
             kind: only "text", "image" or "composed" items.
-            exact: None uses the ANN index when the store has one, else a full scan; True always scans.
+            exact: None uses the ANN index when the store has one, else an exact search; True is always exact.
+                Exact search ranks an in-memory copy of the vectors (read once per table version) for stores
+                up to ``exact.MAX_ROWS`` rows, LanceDB's flat scan past that.
+            nprobes / refine_factor: ANN only: partitions probed, and re-ranking of refine_factor x k
+                candidates with the full vectors (the scores returned are exact cosines either way).
         Returns:
             dicts with id, score (cosine), path, kind, text, metadata; best first.
         """
@@ -288,22 +293,43 @@ class Store:
         filters = [f"({where})"] if where else []
         if kind:
             filters.append(f"kind = '{kind}'")
-        builder = self._table.search(vector, vector_column_name="vector").metric("cosine").limit(k)
-        builder = builder.select(_RESULT_COLUMNS)
-        if filters:
-            builder = builder.where(" AND ".join(filters), prefilter=True)
-        if exact or not ann.has_ann(self._table):
-            builder = builder.bypass_vector_index()
-        else:
-            builder = builder.nprobes(nprobes).refine_factor(refine_factor)
+        use_ann = not exact and ann.has_ann(self._table)
         try:
-            rows = builder.to_arrow().to_pylist()
+            if not use_ann and self._table.count_rows() <= exact_search.MAX_ROWS:
+                return self._search_in_memory(vector, k, filters)
+            return self._search_lance(vector, k, filters, use_ann, nprobes, refine_factor)
         except (ValueError, RuntimeError, OSError) as exc:
             if where:
                 raise StoreError(f"search failed (check the filter {where!r}): {exc}") from None
             raise StoreError(f"search failed on the store at {self.root}: {exc}") from None
-        return [{"id": r["id"], "score": 1.0 - float(r["_distance"]), "path": r["path"], "kind": r["kind"],
-                 "text": r["text"], "metadata": _json(r["metadata"])} for r in rows]
+
+    def _search_in_memory(self, vector: np.ndarray, k: int, filters: list[str]) -> list[dict]:
+        """Exact top-k by matmul over the cached vectors; LanceDB evaluates the filter and fetches the rows."""
+        self._exact.ensure(self._table)
+        allowed = None
+        if filters:
+            found = self._table.search().where(" AND ".join(filters)).select(["id"]).limit(max(len(self._exact.ids), 1))
+            allowed = found.to_arrow()["id"].to_pylist()
+        hits = self._exact.top_k(vector, k, allowed)
+        if not hits:
+            return []
+        listed = ", ".join(f"'{item_id}'" for item_id, _ in hits)  # ids are hex hash prefixes: safe to quote
+        rows = (self._table.search().where(f"id IN ({listed})").select(_RESULT_COLUMNS[:-1]).limit(len(hits))
+                .to_arrow().to_pylist())
+        by_id = {r["id"]: r for r in rows}
+        return [_result(by_id[item_id], score) for item_id, score in hits if item_id in by_id]
+
+    def _search_lance(self, vector: np.ndarray, k: int, filters: list[str], use_ann: bool, nprobes: int,
+                      refine_factor: int) -> list[dict]:
+        builder = self._table.search(vector, vector_column_name="vector").metric("cosine").limit(k)
+        builder = builder.select(_RESULT_COLUMNS)
+        if filters:
+            builder = builder.where(" AND ".join(filters), prefilter=True)
+        if use_ann:
+            builder = builder.nprobes(nprobes).refine_factor(refine_factor)
+        else:
+            builder = builder.bypass_vector_index()
+        return [_result(r, 1.0 - float(r["_distance"])) for r in builder.to_arrow().to_pylist()]
 
     def _query_vector(self, query: Any) -> np.ndarray:
         if isinstance(query, np.ndarray) or (isinstance(query, list) and query and isinstance(query[0], float)):
@@ -385,6 +411,11 @@ def _scanning(found: Iterable, show: bool) -> Iterable:
     from tqdm.auto import tqdm
 
     return tqdm(found, unit="item", desc="scanning", disable=not show, leave=False)
+
+
+def _result(row: dict, score: float) -> dict:
+    return {"id": row["id"], "score": score, "path": row["path"], "kind": row["kind"], "text": row["text"],
+            "metadata": _json(row["metadata"])}
 
 
 def _json(value: Any) -> dict:
