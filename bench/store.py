@@ -206,9 +206,10 @@ def run(regime: str, n: int, args, workdir: Path) -> list[dict]:
          "r1": recall(ex_out, truth, 1), "r10": recall(ex_out, truth, K), "q": nq_exact},
     ] + mem_rows
     for nprobes, refine in args.ann_settings:
+        default = nprobes == 0 and refine == ann.REFINE_FACTOR
+        nprobes = nprobes or ann.default_nprobes(n)
         lance(qs[0], nprobes, refine)  # warm the index cache
         an_t, an_out = timed(lambda q: lance(q, nprobes, refine), qs)
-        default = (nprobes, refine) == (ann.NPROBES, ann.REFINE_FACTOR)
         rows.append({"n": n, "method": f"store ANN nprobes={nprobes} refine={refine}" + (" (default)" if default else ""), "p50": pct(an_t, 50),
                      "p99": pct(an_t, 99), "r1": recall(an_out, truth, 1), "r10": recall(an_out, truth, K),
                      "q": len(qs)})
@@ -244,7 +245,7 @@ def main() -> None:
     p.add_argument("--numpy-ram-rows", type=int, default=200_000,
                    help="above this the numpy baseline scans an fp16 memmap in chunks")
     p.add_argument("--ann", dest="ann_settings", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+",
-                   default=[(ann.NPROBES, ann.REFINE_FACTOR), (10, 10), (50, 20)], help="nprobes,refine pairs")
+                   default=[(0, ann.REFINE_FACTOR), (20, 10), (100, 40)], help="nprobes,refine pairs (nprobes 0: the store's default for N)")
     p.add_argument("--no-ann", dest="ann_settings", action="store_const", const=[],
                    help="skip building and querying the ANN index (exact search and insert only)")
     p.add_argument("--exact-queries", type=int, default=100,

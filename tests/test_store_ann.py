@@ -88,7 +88,8 @@ def test_small_store_refuses_an_index(model, tmp_path):
         store.build_ann()
 
 
-def test_partitions_follow_sqrt_n():
+def test_partitions_follow_sqrt_n_and_probes_a_share_of_them():
+    assert ann.default_nprobes(100_000) == 20 and ann.default_nprobes(1_000_000) == 50
     assert ann.num_partitions(1_000_000) == 1000
     assert ann.num_partitions(5_000) == 70
     assert ann.num_partitions(10) == 16 and ann.num_partitions(10**9) == 4096
@@ -100,7 +101,7 @@ def test_cli_search_documents_the_ann_defaults():
     from e5v.cli import cli
 
     out = CliRunner().invoke(cli, ["search", "--help"]).output
-    assert f"[default: {ann.NPROBES}]" in out and f"[default: {ann.REFINE_FACTOR}]" in out
+    assert f"at least {ann.MIN_NPROBES}]" in out and f"[default: {ann.REFINE_FACTOR}]" in out
 
 
 def test_in_memory_exact_search_equals_lancedb_flat_scan(indexed, clustered):

@@ -104,9 +104,10 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
 @click.option("--kind", type=click.Choice(["image", "text", "composed"]), default=None, help="Only this kind.")
 @click.option("--exact", is_flag=True, help="Full scan even if the store has an ANN index.")
 @click.option("--nprobes", type=click.IntRange(min=1), default=None,
-              help="ANN: IVF partitions probed per query (more = better recall, slower).  [default: 20]")
+              help="ANN: IVF partitions probed per query (more = better recall, slower).  "
+                   "[default: 5% of the partitions, at least 20]")
 @click.option("--refine-factor", type=click.IntRange(min=1), default=None,
-              help="ANN: re-rank refine-factor x k candidates with the full vectors.  [default: 10]")
+              help="ANN: re-rank refine-factor x k candidates with the full vectors.  [default: 20]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with the ranked results).")
 @model_options
 @click.pass_context

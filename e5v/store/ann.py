@@ -3,7 +3,7 @@
 Exact search (a full scan) is the default because it is always right and, on a few ten thousand
 rows, already fast. Past ``AUTO_ANN_ROWS`` rows (or when asked) an IVF_RQ index is built: IVF
 partitions (k-means, ~sqrt(N) of them) holding RaBitQ codes, one bit per dimension. Queries probe
-``NPROBES`` partitions, rank their codes, and re-rank ``REFINE_FACTOR * k`` candidates with the full
+``default_nprobes(N)`` partitions, rank their codes, and re-rank ``REFINE_FACTOR * k`` candidates with the full
 stored vectors, so the scores returned are exact cosines.
 
 Why RaBitQ rather than product quantisation (IVF_PQ, the previous default): on E5-V's 4096 dims the
@@ -21,9 +21,11 @@ from typing import Any
 AUTO_ANN_ROWS = 100_000
 #: Fewer rows than this cannot train the IVF partitions sensibly.
 MIN_ANN_ROWS = 5_000
-#: Partitions probed per query and the re-ranking factor (candidates = k * REFINE_FACTOR).
-NPROBES = 20
-REFINE_FACTOR = 10
+#: Partitions probed per query: a fixed share of them (the nearest clusters of a query spread over more
+#: partitions as N grows), never fewer than MIN_NPROBES. Candidates re-ranked = k * REFINE_FACTOR.
+PROBE_FRACTION = 0.05
+MIN_NPROBES = 20
+REFINE_FACTOR = 20
 #: Lloyd iterations for the IVF centroids (LanceDB's default is 50; 20 converge on 4096-d embeddings and
 #: cut the build time that dominates indexing a million rows on a small machine).
 KMEANS_ITERATIONS = 20
@@ -32,6 +34,11 @@ KMEANS_ITERATIONS = 20
 def num_partitions(n_rows: int) -> int:
     """~sqrt(N) partitions (LanceDB's own rule of thumb), at least 16, at most 4096."""
     return max(16, min(4096, int(math.sqrt(n_rows))))
+
+
+def default_nprobes(n_rows: int) -> int:
+    """Partitions to probe for a store of ``n_rows`` (20 up to ~160k rows, 50 at 1M)."""
+    return max(MIN_NPROBES, math.ceil(num_partitions(n_rows) * PROBE_FRACTION))
 
 
 def index_config(n_rows: int) -> Any:

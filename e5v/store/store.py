@@ -267,7 +267,7 @@ class Store:
 
     # ----------------------------------------------------------------- searching
     def search(self, query: Any, k: int = 10, where: str | None = None, kind: str | None = None, *,
-               exact: bool | None = None, nprobes: int = ann.NPROBES, refine_factor: int = ann.REFINE_FACTOR
+               exact: bool | None = None, nprobes: int | None = None, refine_factor: int = ann.REFINE_FACTOR
                ) -> list[dict]:
         """Top-``k`` items by cosine similarity to ``query``.
 
@@ -279,7 +279,8 @@ class Store:
             exact: None uses the ANN index when the store has one, else an exact search; True is always exact.
                 Exact search ranks an in-memory copy of the vectors (read once per table version) for stores
                 up to ``exact.MAX_ROWS`` rows, LanceDB's flat scan past that.
-            nprobes / refine_factor: ANN only: partitions probed, and re-ranking of refine_factor x k
+            nprobes / refine_factor: ANN only: partitions probed (default ``ann.default_nprobes(len(store))``:
+                5% of them, at least 20), and re-ranking of refine_factor x k
                 candidates with the full vectors (the scores returned are exact cosines either way).
         Returns:
             dicts with id, score (cosine), path, kind, text, metadata; best first.
@@ -326,6 +327,7 @@ class Store:
         if filters:
             builder = builder.where(" AND ".join(filters), prefilter=True)
         if use_ann:
+            nprobes = nprobes or ann.default_nprobes(self._table.count_rows())
             builder = builder.nprobes(nprobes).refine_factor(refine_factor)
         else:
             builder = builder.bypass_vector_index()
