@@ -66,24 +66,40 @@ def padded_causal_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torc
     return zeros.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+class UpcastLinear(nn.Linear):
+    """A Linear that keeps its low-precision (bf16/fp16) weight and computes in the input's dtype (f32).
+
+    Traced, this is ``Constant(bf16) -> Convert(f32) -> MatMul``: the weight is stored once, in its source
+    precision (memory-mapped, no fp32 copy of the model), NNCF compresses it through the Convert, and the
+    compressed graph ends in the same f32 decompression pattern as an fp32 export. That matters: a graph
+    traced *in* bf16 (bf16 MatMuls) is not fused into the CPU plugin's FullyConnected with compressed
+    weights, so the plugin materialises every int4 weight as bf16 at run time (measured on the 8B: 14 GB
+    of RAM instead of ~4, and no int8 compute).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return nn.functional.linear(x, self.weight.to(x.dtype), bias)
+
+
 class LanguagePart(nn.Module):
     """The Llama decoder stack + final RMSNorm, no lm_head, no KV cache, our own padding-safe mask.
 
+    Always computes in f32; bf16/fp16 weights are cast per use (``UpcastLinear``; RMSNorm weights promote).
     transformers passes a ready 4D mask through unchanged, so the mask built here is the one used.
     """
 
     def __init__(self, language_model: nn.Module):
         super().__init__()
+        for module in language_model.modules():
+            if type(module) is nn.Linear and module.weight.dtype != torch.float32:
+                module.__class__ = UpcastLinear  # same parameters, f32 compute (export only)
         self.language_model = language_model  # transformers LlamaModel (no lm_head)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor) -> torch.Tensor:
-        embeds = inputs_embeds.to(self.dtype)  # a bf16-loaded model computes in bf16; the IR input stays f32
+        embeds = inputs_embeds.float()  # (B, L, D)
         mask = padded_causal_mask(attention_mask, embeds.dtype)  # (B, 1, L, L)
         out = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
                                   use_cache=False)
         return out.last_hidden_state.float()  # (B, L, D)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.language_model.parameters()).dtype
