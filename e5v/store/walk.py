@@ -18,13 +18,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from PIL import Image
+
+from ..jsonl import numbered_objects
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 TEXT_UNITS = ("line", "file")
@@ -189,15 +190,7 @@ def _manifest_rows(path: Path, text: str) -> Iterator[tuple[int, dict | str]]:
         for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=1):
             yield number, dict(row)
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, f"invalid JSON: {exc.msg}"
-            continue
-        yield number, row if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
+    yield from numbered_objects(text.splitlines())
 
 
 def _from_memory(obj: Any) -> Iterator[Record | Problem]:

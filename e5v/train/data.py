@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
+from ..jsonl import numbered_objects
 
 #: How many bad rows one error lists before summarising the rest.
 MAX_REPORTED = 10
@@ -106,15 +107,7 @@ def _example(line: int, record: dict, columns: Columns) -> Example | str:
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict | str]]:
     with open(path, encoding="utf-8", errors="strict") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line, f"invalid JSON ({exc.msg})"
-                continue
-            yield line, record if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
+        yield from numbered_objects(fh)
 
 
 def _delimited_records(path: Path, delimiter: str, columns: Columns) -> Iterator[tuple[int, dict | str]]:
