@@ -50,10 +50,14 @@ SHAPES = {
 }
 
 
-def make_tokenizer(vocab_size: int):
+def make_tokenizer(vocab_size: int, filler: str = "special"):
     """Byte-level BPE trained on a tiny corpus; ``<image>`` is added last so its id == ``vocab_size``.
 
-    Like Llama-3 it prepends ``<|begin_of_text|>`` and has no pad token.
+    Like Llama-3 it prepends ``<|begin_of_text|>`` and has no pad token. The ids between the trained
+    vocabulary and ``vocab_size`` are unused filler: added special tokens (``filler="special"``, the
+    historical default), or ordinary vocabulary entries (``"vocab"``, like Llama-3's 128k BPE tokens). At
+    128k ids the former costs ~380 MB of RAM in transformers (one AddedToken object per id), which would
+    inflate every memory figure of a full-size run; the latter costs a few MB.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -69,9 +73,15 @@ def make_tokenizer(vocab_size: int):
     )
     tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
     # Pad the vocabulary to exactly vocab_size with unused tokens, so ids are stable across versions.
-    filler = [f"<|reserved_{i}|>" for i in range(vocab_size - tok.get_vocab_size())]
-    if filler:
-        tok.add_special_tokens(filler)
+    names = [f"<|reserved_{i}|>" for i in range(vocab_size - tok.get_vocab_size())]
+    if names and filler == "vocab":
+        raw = json.loads(tok.to_str())["model"]
+        vocab = dict(raw["vocab"])
+        vocab.update({name: len(vocab) + i for i, name in enumerate(names)})
+        tok.model = models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+                                                    for m in raw["merges"]])
+    elif names:
+        tok.add_special_tokens(names)
     if tok.get_vocab_size() != vocab_size:
         raise RuntimeError(f"tokenizer has {tok.get_vocab_size()} tokens, wanted {vocab_size}")
     bos_id = tok.token_to_id("<|begin_of_text|>")

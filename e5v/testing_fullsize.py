@@ -107,7 +107,7 @@ def make_random_checkpoint(path: str | Path, *, text_layers: int = 32, vision_la
     dtype = dtype or torch.bfloat16
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = make_tokenizer(vocab_size)
+    tokenizer = make_tokenizer(vocab_size, filler="vocab")  # Llama-3-like: 128k plain entries, few specials
     if tokenizer.convert_tokens_to_ids("<image>") != vocab_size:
         raise RuntimeError("quirk lost: the <image> id must equal the text vocabulary size")
     config = llava_next_config(SHAPES[shape], tokenizer, text_layers=text_layers, vision_layers=vision_layers)

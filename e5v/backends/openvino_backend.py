@@ -52,6 +52,24 @@ class OpenVINOBackend:
                                  "run `e5v export` again") from exc
         # pack_image_features only reads ``self.config``: call transformers' method on this stand-in
         self._packer = SimpleNamespace(config=config)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One tiny inference per part, dropping the mapped .bin pages as the plugin packs the weights.
+
+        The CPU plugin packs weights into its own memory on the first inference; the memory-mapped IR
+        originals are then dead weight in RSS (a second copy of the model). Releasing them while packing
+        bounds the *peak* (see ``mapped_pages.py``); after this, the .bin is not read again.
+        """
+        from .mapped_pages import ReleaseWhile
+
+        parts = self.manifest.parts
+        size = int(self.config.vision_config.image_size)
+        with ReleaseWhile(self.directory / parts["vision"].replace(".xml", ".bin")):
+            self.vision(np.zeros((1, 3, size, size), np.float32))
+        dim = int(self.config.text_config.hidden_size)
+        with ReleaseWhile(self.directory / parts["language"].replace(".xml", ".bin")):
+            self.language([np.zeros((1, 1, dim), np.float32), np.ones((1, 1), np.int64), np.zeros((1, 1), np.int64)])
 
     @classmethod
     def load(cls, components: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
