@@ -163,8 +163,13 @@ WORKERS = {"gen": worker_gen, "export": lambda a: worker_export(a, True),
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| stage | wall s | peak RSS (VmHWM) GB | peak RssAnon GB | peak RssFile GB | notes |", "|---|---|---|---|---|---|"]
+    """One row per stage; export rows carry ratios to the from_pretrained route when it ran in the same run."""
+    rows = ["| stage | wall s | peak RSS (VmHWM) GB | peak RssAnon GB | peak RssFile GB | vs export-old (wall, RssAnon) "
+            "| notes |", "|---|---|---|---|---|---|---|"]
+    old = next((r for r in results if r["stage"] == "export-old" and r.get("returncode") == 0), None)
     for r in results:
+        ratio = f"{r['wall_s'] / old['wall_s']:.2f}x, {r['peak_anon_gb'] / old['peak_anon_gb']:.2f}x" \
+            if old and r["stage"].startswith("export") else "-"
         notes = r.get("aborted") and f"ABORTED: {r['aborted']}" or r.get("skipped", "")
         if r["stage"].startswith("export") and "phase_s" in r:
             notes = "phases s: " + ", ".join(f"{k}: {v}" for k, v in r["phase_s"].items())
@@ -176,7 +181,7 @@ def table(results: list[dict]) -> str:
         if r.get("returncode") not in (0, None) and not r.get("aborted"):
             notes += f" (exit {r['returncode']})"
         rows.append(f"| {r['stage']} | {r['wall_s']} | {r['peak_rss_gb']:.2f} | {r['peak_anon_gb']:.2f} | "
-                    f"{r['peak_file_gb']:.2f} | {notes} |")
+                    f"{r['peak_file_gb']:.2f} | {ratio} | {notes} |")
     return "\n".join(rows)
 
 
