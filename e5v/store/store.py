@@ -71,6 +71,7 @@ class Store:
         self.dim = int(table.schema.field("vector").type.list_size)
         self._schema = make_schema(self.dim, config)  # the write schema (read-back types differ for JSON)
         self._exact = exact_search.ExactIndex()  # in-memory vectors for exact search (see exact.py)
+        self._exact_queries = 0  # the copy is made from the 2nd exact query on: a one-shot search only scans
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -277,8 +278,9 @@ class Store:
                 metadata via ``json_get_string(metadata, 'key')`` / ``json_get_int`` / ``json_get_float``.
             kind: only "text", "image" or "composed" items.
             exact: None uses the ANN index when the store has one, else an exact search; True is always exact.
-                Exact search ranks an in-memory copy of the vectors (read once per table version) for stores
-                up to ``exact.MAX_ROWS`` rows, LanceDB's flat scan past that.
+                The first exact query of a ``Store`` is LanceDB's flat scan; later ones rank an in-memory copy
+                of the vectors (read once per table version, about two scans' worth of time) for stores up to
+                ``exact.MAX_ROWS`` rows, so a one-shot CLI search does not pay for a copy it will not reuse.
             nprobes / refine_factor: ANN only: partitions probed (default ``ann.default_nprobes(len(store))``:
                 5% of them, at least 20), and re-ranking of refine_factor x k
                 candidates with the full vectors (the scores returned are exact cosines either way).
@@ -296,8 +298,10 @@ class Store:
             filters.append(f"kind = '{kind}'")
         use_ann = not exact and ann.has_ann(self._table)
         try:
-            if not use_ann and self._table.count_rows() <= exact_search.MAX_ROWS:
-                return self._search_in_memory(vector, k, filters)
+            if not use_ann:
+                self._exact_queries += 1
+                if self._exact_queries > 1 and self._table.count_rows() <= exact_search.MAX_ROWS:
+                    return self._search_in_memory(vector, k, filters)
             return self._search_lance(vector, k, filters, use_ann, nprobes, refine_factor)
         except (ValueError, RuntimeError, OSError) as exc:
             if where:
