@@ -54,7 +54,7 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict:
     """Run one stage in a child process, sampling its memory; returns the child's JSON plus the peaks."""
     cmd = [sys.executable, __file__, "--worker", stage, "--checkpoint", args.checkpoint, "--export-dir",
            args.export_dir if stage != "export-old" else args.export_dir + "-old", "--group-size",
-           str(args.group_size), "--ratio", str(args.ratio)]
+           str(args.group_size), "--ratio", str(args.ratio), "--image-mode", args.image_mode]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
     peaks = {"anon": 0, "file": 0, "hwm": 0}
     aborted = []
@@ -131,8 +131,8 @@ def worker_encode(args) -> dict:
     from e5v.testing import sample_images
 
     started = time.perf_counter()
-    model = E5V.from_pretrained(args.export_dir)
-    result = {"backend": model.backend.name, "weights": model.backend.weights, "load_s": time.perf_counter() - started}
+    model = E5V.from_pretrained(args.export_dir, image_mode=args.image_mode)
+    result = {"image_mode": args.image_mode, "backend": model.backend.name, "weights": model.backend.weights, "load_s": time.perf_counter() - started}
     result["after_load_anon_gb"] = _status(os.getpid()).get("RssAnon", 0) / 1024 ** 2
     words = "the quick brown fox jumps over the lazy dog while a red car waits at the corner".split()
     texts = [" ".join(words[: 2 + 2 * i]) for i in range(8)]  # 2..16 words: a left-padded batch
@@ -174,7 +174,8 @@ def table(results: list[dict]) -> str:
         if r["stage"].startswith("export") and "phase_s" in r:
             notes = "phases s: " + ", ".join(f"{k}: {v}" for k, v in r["phase_s"].items())
         if r["stage"] == "encode" and "texts_s" in r:
-            notes = (f"load {r['load_s']:.1f} s (RssAnon after load {r['after_load_anon_gb']:.2f} GB); 8 texts "
+            notes = (f"image_mode {r['image_mode']}; "
+                     f"load {r['load_s']:.1f} s (RssAnon after load {r['after_load_anon_gb']:.2f} GB); 8 texts "
                      f"{r['texts_s']:.1f} s; 1008x336 ({r['image_1008x336_tokens']} tok) {r['image_1008x336_s']:.1f} s; "
                      f"640x480 ({r['image_640x480_tokens']} tok) {r['image_640x480_s']:.1f} s; finite {r['finite']}, "
                      f"norms {r['norm_min_max'][0]:.4f}-{r['norm_min_max'][1]:.4f}")
@@ -193,6 +194,7 @@ def main() -> None:
     parser.add_argument("--stages", default="gen,export,encode")
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--ratio", type=float, default=1.0)
+    parser.add_argument("--image-mode", default="anyres", choices=["anyres", "base"], help="encode stage")
     parser.add_argument("--abort-anon-gb", type=float, default=19.0, help="kill a stage past this RssAnon")
     parser.add_argument("--min-available-gb", type=float, default=2.0, help="kill a stage under this MemAvailable")
     parser.add_argument("--write", help="append the table to this markdown file")
