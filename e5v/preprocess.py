@@ -104,9 +104,23 @@ def _tokenize(item: Item, index: int, prompts: PromptSet, family: str, tokenizer
     return [t for i, t in enumerate(ids) if i not in drop]
 
 
+#: A batch is cut where the next (shorter) item is below this share of the batch's longest item, so
+#: left padding wastes at most ~1/4 of a batch's compute. The reference recipe pads every batch to its
+#: longest text; on CPU, where cost is proportional to the padded tokens, mixed-length batches of 8 were
+#: ~40% padding. Vectors do not depend on how items are batched (tests/test_batching.py).
+MIN_LENGTH_SHARE = 0.75
+
+
 def plan_batches(prepared: list[Prepared], batch_size: int) -> list[list[Prepared]]:
-    """Sort by estimated length, longest first (memory errors surface in the first batch), and chunk."""
+    """Sort by estimated length, longest first (memory errors surface in the first batch), and chunk into
+    batches of at most ``batch_size`` items of similar length (see ``MIN_LENGTH_SHARE``)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    ordered = sorted(prepared, key=lambda p: -p.length)
-    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)] if ordered else []
+    batches: list[list[Prepared]] = []
+    for item in sorted(prepared, key=lambda p: -p.length):
+        current = batches[-1] if batches else None
+        if current is None or len(current) >= batch_size or item.length < MIN_LENGTH_SHARE * current[0].length:
+            batches.append([item])
+        else:
+            current.append(item)
+    return batches

@@ -81,3 +81,21 @@ def test_progress_bar_counts_items(model, capsys):
     model.encode(["a", "b c", "d e f"], batch_size=1, show_progress_bar=True)
     err = capsys.readouterr().err
     assert "3/3" in err
+
+
+def test_batches_group_similar_lengths_within_the_batch_size():
+    from e5v.preprocess import MIN_LENGTH_SHARE, Prepared, plan_batches
+
+    lengths = [3, 40, 77, 114, 36, 70, 107, 26, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100]
+    items = [Prepared(index=i, ids=[0] * n, image=None, image_tokens=0) for i, n in enumerate(lengths)]
+    batches = plan_batches(items, batch_size=4)
+    assert sorted(p.index for b in batches for p in b) == list(range(len(items)))  # each item exactly once
+    assert all(1 <= len(b) <= 4 for b in batches)
+    for batch in batches:  # padding never exceeds the share the planner allows
+        assert min(p.length for p in batch) >= MIN_LENGTH_SHARE * max(p.length for p in batch)
+    flat = [p.length for b in batches for p in b]
+    assert flat == sorted(flat, reverse=True)  # longest first: memory errors surface in the first batch
+    assert [[p.length for p in b] for b in batches] == [[114, 107, 100, 100], [100] * 4, [100] * 4, [77, 70], [40, 36],
+                                                        [26], [3]]
+    with pytest.raises(ValueError):
+        plan_batches(items, 0)
