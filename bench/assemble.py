@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["throughput", "openvino", "store", "server", "spark", "train", "eval"]
+ORDER = ["throughput", "openvino", "fullsize", "store", "server", "spark", "train", "eval"]
 
 HEADER = """# Benchmarks
 
