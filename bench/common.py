@@ -50,3 +50,12 @@ def timed(fn, repeat: int = 1) -> float:
 def machine_note() -> str:
     load = os.getloadavg()[0]
     return f"{os.cpu_count()} cores, load average {load:.1f} at start"
+
+
+def emit(text: str, path: str | os.PathLike | None, *, append: bool = True) -> None:
+    """Print a result table and, when ``path`` is given, write it there too (appended by default, so
+    several runs can collect in one ``bench/results`` file)."""
+    print(text)
+    if path:
+        with open(path, "a" if append else "w") as out:
+            out.write(text + "\n")

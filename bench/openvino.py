@@ -274,9 +274,7 @@ def report(args, note, config, configs, results, peak, exports) -> None:
     for weights, e in exports.items():
         lines.append(f"\nExport {weights}: {e['export_s']:.0f} s, peak RSS {e['peak_rss_mb']:.0f} MB.")
     text = "\n".join(lines)
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text + "\n")
+    _common.emit(text, args.write, append=False)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd  # noqa: E402 - at module level: pandas_udf resolves the type hints by name
 
-from common import BENCH_MODEL, machine_note, peak_rss_mb, run_worker  # noqa: E402
+from common import BENCH_MODEL, emit, machine_note, peak_rss_mb, run_worker  # noqa: E402
 
 BATCH = 8
 WORDS = 16
@@ -151,10 +151,7 @@ def main() -> None:
     note = machine_note()
     extra = ("--rows", str(args.rows), "--kind", args.kind, "--partitions", str(args.partitions), "--model", args.model)
     results = {name: run_worker(__file__, name, *extra) for name in ("direct=1", "direct=2", "local=1", "local=2")}
-    print(report(results, args, note))
-    if args.write:
-        with args.write.open("a") as out:
-            out.write(report(results, args, note) + "\n\n")
+    emit(report(results, args, note) + "\n", args.write)
 
 
 def report(results: dict, args, note: str) -> str:

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import emit  # noqa: E402
 from e5v.store import ann  # noqa: E402
 from e5v.store.exact import MAX_ROWS as EXACT_RAM_ROWS, ExactIndex  # noqa: E402
 from e5v.store.schema import TABLE, make_schema  # noqa: E402
@@ -263,10 +264,7 @@ def main() -> None:
     md = table_md(rows)
     md += (f"\n\nPeak RSS {peak_rss_gb():.1f} GB; {platform.processor() or platform.machine()}, "
            f"{__import__('os').cpu_count()} cores; command: `{' '.join(['.venv/bin/python'] + sys.argv)}`\n")
-    print(md)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(md + "\n")
+    emit(md, args.out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from common import BENCH_MODEL, machine_note, peak_rss_mb, run_worker, timed  # noqa: E402
+from common import BENCH_MODEL, emit, machine_note, peak_rss_mb, run_worker, timed  # noqa: E402
 
 WORDS = ("a dog runs across the wet grass while two children chase it near the old stone bridge at "
          "sunset and a man in a red coat watches from a bench reading the morning newspaper").split()
@@ -132,11 +132,7 @@ def main() -> None:
         t = times[c]
         lines.append(f"| {c} | {t['text_s']:.2f} | {base['text_s'] / t['text_s']:.2f}x | "
                      f"{t['image_s']:.2f} | {base['image_s'] / t['image_s']:.2f}x | {memory[c]:.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        with open(args.write, "a") as f:
-            f.write(table + "\n")
+    emit("\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

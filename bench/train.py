@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_MODEL, machine_note, peak_rss_mb, run_worker  # noqa: E402
+from common import BENCH_MODEL, emit, machine_note, peak_rss_mb, run_worker  # noqa: E402
 
 CONFIGS = {
     "fp32": dict(precision="fp32", gradient_checkpointing=False),
@@ -95,11 +95,7 @@ def main() -> None:
     for config, r in results.items():
         lines.append(f"| {config} | {r['step_s']:.2f} | {base['step_s'] / r['step_s']:.2f}x | "
                      f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x |")
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        with open(args.write, "a") as f:
-            f.write(table + "\n")
+    emit("\n".join(lines), args.write)
 
 
 if __name__ == "__main__":
