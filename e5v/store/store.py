@@ -203,17 +203,12 @@ class Store:
                     report.skipped_existing += 1
                     continue
                 existing.add(row["hash"])
-                pending.append({"id": row["hash"][:16], "hash": row["hash"], "kind": row["kind"],
-                                "path": row.get("path"), "text": row.get("text"), "metadata": row.get("metadata") or {},
-                                "added_at": datetime.now(timezone.utc),
-                                "vector": np.asarray(row["vector"], dtype=np.float32)})
+                pending.append(_row(row["hash"], row["kind"], row.get("path"), row.get("text"), row.get("metadata"),
+                                    np.asarray(row["vector"], dtype=np.float32), datetime.now(timezone.utc)))
                 if len(pending) >= max(1, commit_every):
-                    self._table.add(to_arrow(pending, self._schema))
-                    report.added += len(pending)
+                    self._commit(pending, report)
                     pending = []
-            if pending:
-                self._table.add(to_arrow(pending, self._schema))
-                report.added += len(pending)
+            self._commit(pending, report)
             report.total_rows = self._table.count_rows()
         report.seconds = time.perf_counter() - start
         return report
@@ -251,14 +246,18 @@ class Store:
                     if j in result.errors or not np.isfinite(vec).all():
                         report.failed.append((rec.path or f"item {i + j}", result.errors.get(j, "non-finite vector")))
                         continue
-                    rows.append({"id": rec.hash[:16], "hash": rec.hash, "kind": rec.kind, "path": rec.path,
-                                 "text": rec.text, "metadata": rec.metadata, "added_at": now, "vector": vec})
-                if rows:
-                    self._table.add(to_arrow(rows, self._schema))
-                    commits += 1
-                    report.added += len(rows)
+                    rows.append(_row(rec.hash, rec.kind, rec.path, rec.text, rec.metadata, vec, now))
+                commits += self._commit(rows, report)
                 bar.update(len(chunk))
         return commits
+
+    def _commit(self, rows: list[dict], report: AddReport) -> int:
+        """One atomic LanceDB commit of ``rows`` (nothing for none); returns the number of commits made."""
+        if not rows:
+            return 0
+        self._table.add(to_arrow(rows, self._schema))
+        report.added += len(rows)
+        return 1
 
     def _existing_hashes(self) -> set[str]:
         n = self._table.count_rows()
@@ -417,6 +416,13 @@ def _scanning(found: Iterable, show: bool) -> Iterable:
     from tqdm.auto import tqdm
 
     return tqdm(found, unit="item", desc="scanning", disable=not show, leave=False)
+
+
+def _row(content_hash: str, kind: str, path: str | None, text: str | None, metadata: dict | None,
+         vector: np.ndarray, added_at: datetime) -> dict:
+    """A table row; the id is the content hash's first 16 hex digits (ids are alphanumeric: safe in filters)."""
+    return {"id": content_hash[:16], "hash": content_hash, "kind": kind, "path": path, "text": text,
+            "metadata": metadata or {}, "added_at": added_at, "vector": vector}
 
 
 def _result(row: dict, score: float) -> dict:
