@@ -142,7 +142,8 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
             INT4_ASYM with ``group_size``; ``ratio`` of its matmuls in 4 bit, the rest int8; vision int8).
         overwrite: allow writing into a non-empty directory that is not an earlier export.
         load_dtype: "fp32" or "bf16". bf16 halves the loaded model (16 GB instead of 32 GB for 8B): the
-            language graph is traced in bf16 and its bf16 weights are compressed directly. With a bf16
+            bf16 weights are kept and compressed directly, while the language graph computes in f32
+            (``parts.UpcastLinear``). With a bf16
             safetensors checkpoint (as published) the weights are memory-mapped, not copied, so an int4
             export of the 8B needs a few GB of RAM of its own (docs/openvino.md). fp32 exports need fp32
             (bf16 weights would not be fp32-exact).
