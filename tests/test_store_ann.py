@@ -129,3 +129,13 @@ def test_exact_search_sees_commits_from_another_writer(model, tmp_path):
     assert [h["path"] for h in top] == ["second", "first"]
     assert reader.search(second, k=5, kind="text")[0]["path"] == "first"
     assert reader.search(second, k=5, where="path = 'nothing'") == []
+
+
+@pytest.mark.parametrize("option", ["--nprobes", "--refine-factor"])
+def test_cli_search_refuses_non_positive_ann_tuning(option, tmp_path):
+    from click.testing import CliRunner
+
+    from e5v.cli import cli
+
+    result = CliRunner().invoke(cli, ["search", "--db", str(tmp_path), "--text", "a dog", option, "0"])
+    assert result.exit_code == 2 and option in result.output and "0" in result.output
