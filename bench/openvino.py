@@ -39,11 +39,16 @@ BENCH_MODEL, machine_note, peak_rss_mb, run_worker, timed = (
     _common.BENCH_MODEL, _common.machine_note, _common.peak_rss_mb, _common.run_worker, _common.timed)
 
 EXPORTS = Path(os.environ.get("E5V_BENCH_OV", "/tmp/e5v-bench-ov"))
-CONFIGS = ["reference-fp32", "reference-bf16", "reference-bf16-noamx", "torch-fp32", "ov-fp32", "ov-int8", "ov-int4"]
+CONFIGS = ["reference-fp32", "reference-bf16", "reference-bf16-noamx", "torch-fp32", "ov-fp32", "ov-int8", "ov-int4",
+           "ov-int4-gptq"]
+#: Export variants by config suffix: "int4-gptq" is int4 with data-aware GPTQ on the built-in calibration set.
+EXPORT_VARIANTS = {"fp32": {"weights": "fp32"}, "int8": {"weights": "int8"}, "int4": {"weights": "int4"},
+                   "int4-gptq": {"weights": "int4", "calibration": "builtin"}}
 #: "reference-bf16-noamx" caps torch's oneDNN at AVX-512 + VNNI (no AMX, no avx512_bf16), i.e. the CPUs the
-#: issue's bf16 figure comes from: there torch bf16 GEMMs fall back to ~60 GFLOP/s (vs ~870 with AMX here).
-#: OpenVINO cannot be capped the same way (its CPU plugin picks AMX kernels itself and then fails), so the
-#: OpenVINO rows always run with AMX-int8 on this machine.
+#: issue's bf16 figure comes from: there torch bf16 GEMMs fall back to ~56-60 GFLOP/s (measured on both our
+#: machines; ~870 with AMX, ~310 with avx512_bf16). OpenVINO cannot be capped the same way (its CPU plugin
+#: picks AMX kernels itself and then fails), so on an AMX machine the OpenVINO rows use AMX-int8; on a CPU
+#: without AMX they use VNNI, like the issue's machines.
 NO_AMX_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
 BATCH = 8
 WORDS = ("a dog runs across the wet grass while two children chase it near the old stone bridge at "
@@ -66,11 +71,11 @@ def images(n: int):
 
 
 # ----------------------------------------------------------------------------- workers (own process)
-def export_worker(weights: str) -> dict:
+def export_worker(variant: str) -> dict:
     from e5v.export import export_openvino
 
     start = time.perf_counter()
-    export_openvino(str(BENCH_MODEL), EXPORTS / weights, weights=weights, log=lambda m: None)
+    export_openvino(str(BENCH_MODEL), EXPORTS / variant, log=lambda m: None, **EXPORT_VARIANTS[variant])
     return {"export_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -219,7 +224,7 @@ def run(args) -> None:
     config = AutoConfig.from_pretrained(BENCH_MODEL)
     configs = args.configs.split(",")
     exports = {}
-    for weights in ("fp32", "int8", "int4"):
+    for weights in EXPORT_VARIANTS:
         manifest = EXPORTS / weights / "e5v_manifest.json"
         if f"ov-{weights}" in configs and not (manifest.is_file() and
                                                json.loads(manifest.read_text())["e5v_version"] == __version__):

@@ -43,15 +43,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def compression_plan(weights: str, group_size: int, ratio: float) -> dict:
+def compression_plan(weights: str, group_size: int, ratio: float, calibration: str | None = None) -> dict:
     """NNCF settings per part. The vision tower (~300M params in E5-V) gets int8 in both int modes: it is a
-    small share of the bytes, and 4-bit error there would reach every image token."""
+    small share of the bytes, and 4-bit error there would reach every image token. ``calibration`` ("builtin"
+    or a file path) makes the int4 language compression data-aware (GPTQ, ``calibration.py``)."""
     if weights == "fp32":
         return {"vision": None, "language": None}
     int8 = {"mode": "int8_sym"}  # per-output-channel scales
     if weights == "int8":
         return {"vision": int8, "language": int8}
-    return {"vision": int8, "language": {"mode": "int4_asym", "group_size": group_size, "ratio": ratio}}
+    language = {"mode": "int4_asym", "group_size": group_size, "ratio": ratio}
+    if calibration is not None:
+        language["gptq"] = calibration
+    return {"vision": int8, "language": language}
 
 
 def runtime_config(weights: str) -> dict:
@@ -62,14 +66,18 @@ def runtime_config(weights: str) -> dict:
     return {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(DYNAMIC_QUANT_GROUP), "PERFORMANCE_HINT": "LATENCY"}
 
 
-def _compress(ov_model, plan: dict | None):
+def _compress(ov_model, plan: dict | None, calibration_inputs: list | None = None):
     if plan is None:
         return ov_model
     nncf = require("nncf", "openvino")
     if plan["mode"] == "int8_sym":
         return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    data_aware = {}
+    if calibration_inputs:
+        data_aware = {"dataset": nncf.Dataset(calibration_inputs), "gptq": True,
+                      "subset_size": len(calibration_inputs)}  # all of them (NNCF's default takes 128)
     return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=plan["group_size"],
-                                 ratio=plan["ratio"])
+                                 ratio=plan["ratio"], **data_aware)
 
 
 def _prepare_output(output: Path, overwrite: bool) -> None:
@@ -134,7 +142,7 @@ def _save_table(table: torch.Tensor, path: Path, dtype, rows: int = 8192) -> Non
 
 def export_openvino(model: str, output: str | Path, *, weights: str = "int8", group_size: int = 64,
                     ratio: float = 1.0, load_dtype: str = "fp32", overwrite: bool = False, verify: bool = False,
-                    memory_map: bool = True, log=print) -> Path:
+                    memory_map: bool = True, calibration: str | Path | None = None, log=print) -> Path:
     """Convert ``model`` (HF id or directory) into OpenVINO parts in ``output``; returns ``output``.
 
     Args:
@@ -148,6 +156,11 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
             export of the 8B needs a few GB of RAM of its own (docs/openvino.md). fp32 exports need fp32
             (bf16 weights would not be fp32-exact).
         verify: re-read every written file and check it against the manifest's SHA-256.
+        calibration: int4 only: "builtin" (texts, anyres images and composed items made here) or a JSONL
+            file of ``{"text"}`` / ``{"image"}`` items. The language model's inputs for them are recorded
+            through ``E5V.encode`` and NNCF's GPTQ compresses with them (``calibration.py``): better int4
+            accuracy, much slower export (minutes per layer at E5-V's width), and it runs the uncompressed
+            language model, so the RAM is about the fp32 model's (not for the 8B on a 24 GB machine).
         memory_map: when the checkpoint's safetensors already hold ``load_dtype`` weights, view them
             memory-mapped instead of copying them into RAM (``mmap_load.py``); False forces
             ``from_pretrained`` (kept to compare the two routes).
@@ -161,8 +174,16 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
         raise ValueError("an fp32 export needs load_dtype='fp32' (bf16 weights are not fp32-exact)")
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if calibration is not None and weights != "int4":
+        raise ValueError("calibration applies to int4 exports only (int8 per-channel needs no data)")
     if weights != "fp32":
         require("nncf", "openvino")
+    calibration_items = None
+    if calibration is not None:
+        from .calibration import default_calibration_items, read_calibration_file
+
+        calibration_items = (default_calibration_items() if str(calibration) == "builtin"
+                             else read_calibration_file(calibration))  # bad files fail before any loading
     from ..loading import prompt_family, read_config, resolve_model_path
 
     source, revision = resolve_model_path(model)
@@ -172,9 +193,15 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
                              "openvino` supports LLaVA-NeXT (E5-V) checkpoints only (use the torch backend)")
     output = Path(output)
     _prepare_output(output, overwrite)
-    plan = compression_plan(weights, group_size, ratio)
+    plan = compression_plan(weights, group_size, ratio, None if calibration is None else str(calibration))
 
     base = _load_base(source, config, torch.bfloat16 if load_dtype == "bf16" else torch.float32, memory_map, log)
+    calibration_inputs = None
+    if calibration_items is not None:  # needs the whole model: before the parts are taken apart below
+        from .calibration import record_language_inputs
+
+        log(f"recording the language model's inputs for {len(calibration_items)} calibration items")
+        calibration_inputs = record_language_inputs(base, source, calibration_items)
 
     # 1. token table: a plain array, gathered with numpy at run time (a Gather IR would only copy it)
     table = base.language_model.embed_tokens.weight.detach()
@@ -208,12 +235,13 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
                                        input=[("inputs_embeds", [-1, -1, dim]), ("attention_mask", [-1, -1]),
                                               ("position_ids", [-1, -1])])
         ov_language.outputs[0].get_tensor().set_names({"last_hidden_state"})
-        log(f"compressing the language model ({weights})")
-        ov.save_model(_compress(ov_language, plan["language"]), output / PARTS["language"], compress_to_fp16=False)
+        log(f"compressing the language model ({weights}{', GPTQ' if calibration_inputs else ''})")
+        ov.save_model(_compress(ov_language, plan["language"], calibration_inputs), output / PARTS["language"],
+                      compress_to_fp16=False)
         # Only now: the converted graph's constants share memory with the torch weights (no copy, which is
         # what keeps the peak near one model size); freeing the torch module earlier corrupts them (seen
         # as NaN outputs with bf16 weights).
-        del ov_language, base, language
+        del ov_language, base, language, calibration_inputs
         gc.collect()
 
     _copy_processor_files(source, output)
