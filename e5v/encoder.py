@@ -22,7 +22,7 @@ from .errors import InputError
 from .inputs import ImageLimits, Item, to_item
 from .loading import DEFAULT_MODEL, Components, load_components
 from .pooling import get_pooler
-from .preprocess import Prepared, plan_batches, prepare
+from .preprocess import MAX_BATCH_TOKENS, Prepared, plan_batches, prepare
 from .prompts import PromptSet, resolve_prompts
 
 IMAGE_MODES = ("anyres", "base")
@@ -56,6 +56,9 @@ class E5V:
     #: LoRA adapter directory applied at load (None: none); merged into the weights, so recorded here for
     #: caches of derived vectors (e5v eval) that must tell an adapter's vectors from the base model's.
     lora: str | None = None
+    #: Padded tokens one forward pass may hold (``preprocess.MAX_BATCH_TOKENS``): bounds activation memory
+    #: whatever ``batch_size`` is; raise it on a machine with memory to spare.
+    max_batch_tokens: int = MAX_BATCH_TOKENS
 
     def __init__(self, components: Components, backend: Any, *, image_mode: str = "anyres",
                  prompt: str | PromptSet | None = None, instruction: str | None = None, pooling: str = "last",
@@ -145,7 +148,7 @@ class E5V:
             (len(raw), self.embedding_dim), np.nan, dtype=np.float32)
         errors: dict[int, str] = {}
         prepared = self._prepare(raw, prompts, mode, errors, raise_on_error)
-        batches = plan_batches(prepared, batch_size)
+        batches = plan_batches(prepared, batch_size, self.max_batch_tokens)
         c = self.components
         for batch in _progress(batches, show_progress_bar, len(prepared)):
             hidden, mask, image_mask = run_batch(self.backend, batch, c.image_processor, c.image_token_id,

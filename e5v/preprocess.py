@@ -110,16 +110,28 @@ def _tokenize(item: Item, index: int, prompts: PromptSet, family: str, tokenizer
 #: ~40% padding. Vectors do not depend on how items are batched (tests/test_batching.py).
 MIN_LENGTH_SHARE = 0.75
 
+#: A batch also stops growing where its padded size (items x longest item) would pass this many tokens.
+#: Activation memory grows with the padded tokens of one forward pass, not with ``batch_size``: measured
+#: ~0.28 MB per token in the OpenVINO int4/int8 language graph at E5-V's width, so a batch of 8 anyres
+#: images (~19k tokens) would add ~5 GB on top of the weights. 8192 keeps text batches of any usual size
+#: whole (8 x 1k tokens) and puts about three anyres images in one pass. An item longer than this still
+#: runs, alone. ``E5V.max_batch_tokens`` changes it per model.
+MAX_BATCH_TOKENS = 8192
 
-def plan_batches(prepared: list[Prepared], batch_size: int) -> list[list[Prepared]]:
+
+def plan_batches(prepared: list[Prepared], batch_size: int, max_tokens: int = MAX_BATCH_TOKENS) -> list[list[Prepared]]:
     """Sort by estimated length, longest first (memory errors surface in the first batch), and chunk into
-    batches of at most ``batch_size`` items of similar length (see ``MIN_LENGTH_SHARE``)."""
+    batches of at most ``batch_size`` items of similar length (see ``MIN_LENGTH_SHARE``) and at most
+    ``max_tokens`` padded tokens (see ``MAX_BATCH_TOKENS``)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be >= 1")
     batches: list[list[Prepared]] = []
     for item in sorted(prepared, key=lambda p: -p.length):
         current = batches[-1] if batches else None
-        if current is None or len(current) >= batch_size or item.length < MIN_LENGTH_SHARE * current[0].length:
+        if (current is None or len(current) >= batch_size or item.length < MIN_LENGTH_SHARE * current[0].length
+                or (len(current) + 1) * current[0].length > max_tokens):
             batches.append([item])
         else:
             current.append(item)

@@ -99,3 +99,36 @@ def test_batches_group_similar_lengths_within_the_batch_size():
                                                         [26], [3]]
     with pytest.raises(ValueError):
         plan_batches(items, 0)
+
+
+def test_batches_stop_at_the_token_budget():
+    """Long items (anyres images are ~2.4k tokens) fill a batch only up to ``max_tokens`` padded tokens, so
+    activation memory is bounded whatever ``batch_size`` is; an item over the budget still runs, alone."""
+    from e5v.preprocess import MAX_BATCH_TOKENS, Prepared, plan_batches
+
+    lengths = [2400, 2390, 2380, 2370, 2360, 10000, 30, 30, 30]
+    items = [Prepared(index=i, ids=[0] * n, image=None, image_tokens=0) for i, n in enumerate(lengths)]
+    batches = plan_batches(items, batch_size=8, max_tokens=MAX_BATCH_TOKENS)
+    assert sorted(p.index for b in batches for p in b) == list(range(len(items)))
+    assert [[p.length for p in b] for b in batches] == [[10000], [2400, 2390, 2380], [2370, 2360], [30, 30, 30]]
+    assert all(len(b) * b[0].length <= MAX_BATCH_TOKENS for b in batches if len(b) > 1)
+    with pytest.raises(ValueError, match="max_tokens"):
+        plan_batches(items, 8, max_tokens=0)
+
+
+def test_token_budget_splits_forward_passes_without_changing_vectors(model, images, singles, monkeypatch):
+    """With a budget smaller than two items, every forward pass holds one item, and the vectors are the
+    one-at-a-time ones (the budget only changes how work is cut)."""
+    backend = model.backend
+    shapes = []
+    original = backend.hidden_states
+
+    def spy(embeds, mask, positions):
+        shapes.append(tuple(mask.shape))
+        return original(embeds, mask, positions)
+
+    monkeypatch.setattr(backend, "hidden_states", spy)
+    monkeypatch.setattr(model, "max_batch_tokens", 1)
+    got = model.encode(_mixed(images), batch_size=8)
+    assert len(shapes) == len(_mixed(images)) and all(b == 1 for b, _ in shapes)
+    np.testing.assert_allclose(got, singles, atol=1e-4)
