@@ -17,9 +17,10 @@ from .common import friendly_errors
 @click.option("--ratio", default=1.0, show_default=True,
               help="int4 only: share of the language model's matmuls in 4 bit (the rest int8).")
 @click.option("--calibration", metavar="builtin|FILE", default=None,
-              help="int4 only: data-aware compression (GPTQ) on e5v's built-in set of texts, images and "
-                   "composed items, or on a JSONL file of {\"text\"}/{\"image\"} items. Better int4 accuracy; "
-                   "much slower, and needs about the fp32 model's RAM (docs/openvino.md).")
+              help="int4 only: data-aware compression (GPTQ) on e5v's built-in set (16 texts and one anyres "
+                   "image) or on a JSONL file of {\"text\"}/{\"image\"} items. Better int4 accuracy; much "
+                   "slower, and needs several times the fp32 model's RAM (12 GB for a 2-layer E5-V-width model: "
+                   "not for the 8B on 24 GB; docs/openvino.md).")
 @click.option("--load-dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="Precision the source is loaded in. bf16 halves export RAM (int8/int4 only): use it for "
                    "the 8B model on machines under ~40 GB.")

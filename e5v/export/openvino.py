@@ -159,8 +159,9 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
         calibration: int4 only: "builtin" (texts, anyres images and composed items made here) or a JSONL
             file of ``{"text"}`` / ``{"image"}`` items. The language model's inputs for them are recorded
             through ``E5V.encode`` and NNCF's GPTQ compresses with them (``calibration.py``): better int4
-            accuracy, much slower export (minutes per layer at E5-V's width), and it runs the uncompressed
-            language model, so the RAM is about the fp32 model's (not for the 8B on a 24 GB machine).
+            accuracy, much slower export (minutes per layer at E5-V's width); it runs the uncompressed
+            language model and holds a Hessian per matmul input, so it needs several times the fp32 model's
+            RAM (measured 12.3 GB for the 2-layer bench model; not for the 8B on a 24 GB machine).
         memory_map: when the checkpoint's safetensors already hold ``load_dtype`` weights, view them
             memory-mapped instead of copying them into RAM (``mmap_load.py``); False forces
             ``from_pretrained`` (kept to compare the two routes).
