@@ -35,8 +35,12 @@ PARTS = {"vision": "vision.xml", "language": "language.xml", "embeddings": "embe
 #: Files copied from the source so ``load_components`` works on the export dir (no weights).
 _COPY_SUFFIXES = (".json", ".txt", ".model", ".jinja")
 #: CPU compile properties stored in the manifest. Dynamic activation quantization is what turns int8/int4
-#: *storage* into int8 *compute* (DESIGN.md §2.6: without it int8 weights ran slower than fp32).
-DYNAMIC_QUANT_GROUP = 32
+#: *storage* into int8 *compute* (DESIGN.md §2.6: without it int8 weights ran slower than fp32). Its group
+#: (activation values sharing one scale) is 128, capped at the int4 weight group: on a VNNI CPU without AMX
+#: a 2355-token prefill took 6.43 s with groups of 32, 5.00 s with 128 (int8); int4 g64 5.54 s with 64 but
+#: 8.17 s with 128, a group larger than the weight group (bench/results/openvino.md). AMX CPUs ran all sizes
+#: at the same speed.
+DYNAMIC_QUANT_GROUP = 128
 
 
 def peak_rss_mb() -> float:
@@ -58,12 +62,21 @@ def compression_plan(weights: str, group_size: int, ratio: float, calibration: s
     return {"vision": int8, "language": language}
 
 
-def runtime_config(weights: str) -> dict:
-    """fp32 exports pin f32 inference (parity with torch); int modes let the CPU plugin pick (bf16 on AMX
-    machines) and quantize activations dynamically so matmuls run on int8 units."""
+def dynamic_quant_group(weights: str, group_size: int = 64) -> int:
+    """Activation group for the CPU plugin's dynamic quantization: ``DYNAMIC_QUANT_GROUP``, no larger than
+    the int4 weight group (a larger one made the int4 kernels 1.5x slower)."""
+    if weights == "int4" and group_size > 0:
+        return min(DYNAMIC_QUANT_GROUP, group_size)
+    return DYNAMIC_QUANT_GROUP
+
+
+def runtime_config(weights: str, group_size: int = 64) -> dict:
+    """fp32 exports pin f32 inference (parity with torch); int modes let the CPU plugin pick (bf16 on
+    avx512_bf16/AMX machines) and quantize activations dynamically so matmuls run on int8 units."""
     if weights == "fp32":
         return {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    return {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(DYNAMIC_QUANT_GROUP), "PERFORMANCE_HINT": "LATENCY"}
+    return {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(dynamic_quant_group(weights, group_size)),
+            "PERFORMANCE_HINT": "LATENCY"}
 
 
 def _compress(ov_model, plan: dict | None, calibration_inputs: list | None = None):
@@ -257,7 +270,8 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
 
     manifest = Manifest(
         e5v_version=__version__, source_model=str(model), source_revision=revision, weights=weights,
-        prompt_family=prompt_family(config), compression=plan, runtime=runtime_config(weights), parts=PARTS,
+        prompt_family=prompt_family(config), compression=plan, runtime=runtime_config(weights, group_size),
+        parts=PARTS,
         files=file_entries(output, part_files),
         versions=versions,
         export_peak_rss_mb=round(peak_rss_mb(), 1),
