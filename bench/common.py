@@ -47,9 +47,32 @@ def timed(fn, repeat: int = 1) -> float:
     return best
 
 
+#: CPU features that decide which kernels torch and OpenVINO can use: int8 compute needs AVX-512 VNNI or
+#: AMX (on AVX2-only CPUs OpenVINO decompresses int8/int4 weights to f32), bf16 speed needs avx512_bf16/AMX.
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def cpu_note() -> str:
+    """CPU model and the ISA flags above, from /proc/cpuinfo: the same bench gives very different ratios on
+    AVX2-only, AVX-512 VNNI and AMX CPUs, so every table says which one it ran on."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    present = [flag for flag in _ISA_FLAGS if flag in flags]
+    return f"{model} ({', '.join(present) or 'no AVX2'})"
+
+
 def machine_note() -> str:
     load = os.getloadavg()[0]
-    return f"{os.cpu_count()} cores, load average {load:.1f} at start"
+    return f"{os.cpu_count()} cores of {cpu_note()}, load average {load:.1f} at start"
 
 
 def emit(text: str, path: str | os.PathLike | None, *, append: bool = True) -> None:
