@@ -67,7 +67,8 @@ def test_int8_ir_matches_torch(model, exports, images):
 def test_int8_export_runs_int8_compute(exports):
     """int8 weights alone are slow (DESIGN.md §2.6): the compiled model must quantize activations too."""
     backend = E5V.from_pretrained(exports["int8"]).backend
-    assert int(backend.language.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) > 0
+    assert backend.manifest.runtime["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "128"
+    assert int(backend.language.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) == 128
     fp32 = E5V.from_pretrained(exports["fp32"]).backend
     assert str(fp32.language.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
 
@@ -100,8 +101,20 @@ def test_int4_ir_matches_torch(residual_model, images, tmp_path):
     got = E5V.from_pretrained(out).encode(items, batch_size=4)
     expected = E5V.from_pretrained(residual_model).encode(items, batch_size=4)
     assert _min_cos(got, expected) >= 0.97
-    manifest = E5V.from_pretrained(out).backend.manifest
-    assert manifest.compression["language"] == {"mode": "int4_asym", "group_size": 64, "ratio": 1.0}
+    backend = E5V.from_pretrained(out).backend
+    assert backend.manifest.compression["language"] == {"mode": "int4_asym", "group_size": 64, "ratio": 1.0}
+    # activation groups no larger than the weight groups: a larger one made the int4 kernels 1.5x slower
+    assert int(backend.language.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")) == 64
+
+
+def test_dynamic_quant_group_follows_weight_group():
+    from e5v.export.openvino import runtime_config
+
+    assert runtime_config("int4", 32)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "32"
+    assert runtime_config("int4", 256)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "128"
+    assert runtime_config("int4", -1)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "128"  # per-channel int4
+    assert runtime_config("int8", 32)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "128"  # int8 is per channel
+    assert "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in runtime_config("fp32")
 
 
 @pytest.mark.parametrize("size", [(1008, 336), (336, 1008), (333, 777), (17, 5), (640, 480)])
@@ -140,3 +153,37 @@ def test_backend_refuses_torch_only_options(exports):
     for kwargs in ({"dtype": "bf16"}, {"device": "cuda"}):
         with pytest.raises(ValueError, match="openvino backend"):
             E5V.from_pretrained(exports["fp32"], **kwargs)
+
+
+ZEN3_FLAGS = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 avx fma avx2 bmi2\n"
+ZEN4_FLAGS = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n"
+
+
+def test_cpu_feature_reading():
+    from e5v.backends.cpu_features import cpu_flags, has_int8_dot_product
+
+    assert has_int8_dot_product(cpu_flags(ZEN3_FLAGS)) is False
+    assert has_int8_dot_product(cpu_flags(ZEN4_FLAGS)) is True
+    assert has_int8_dot_product({"amx_int8"}) is True
+    assert cpu_flags("processor\t: 0\n") is None  # no flags line (some ARM kernels): unknown, never a warning
+
+
+@pytest.mark.parametrize("cpuinfo, warns", [(ZEN3_FLAGS, True), (ZEN4_FLAGS, False)])
+def test_int_export_warns_on_cpus_without_int8_units(exports, monkeypatch, cpuinfo, warns):
+    """On AVX2-only CPUs the plugin decompresses int8/int4 weights to f32 (bench run 7): say so at load."""
+    import warnings
+
+    from e5v.backends import cpu_features
+
+    read = cpu_features.cpu_flags
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda text=None: read(cpuinfo))  # as if on that CPU
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        E5V.from_pretrained(exports["int8"])
+        E5V.from_pretrained(exports["fp32"])  # fp32 exports never warn: there is no int8 to lose
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert [m for m in messages if "int8 dot-product" in m] == (
+        ["this CPU has no int8 dot-product instructions (AVX-512 VNNI / AMX): OpenVINO runs int8/int4 weights at "
+         "about fp32 speed here; they still save memory (docs/openvino.md, 'Which CPUs get int8 compute')"]
+        if warns else [])
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +29,15 @@ from ..errors import ModelLoadError, require
 
 #: Tiles per vision-IR call: bounds activation memory for many large images; the compute is per tile anyway.
 VISION_CHUNK = 8
+
+
+def _warn_without_int8_units() -> None:
+    from .cpu_features import has_int8_dot_product
+
+    if has_int8_dot_product() is False:
+        warnings.warn("this CPU has no int8 dot-product instructions (AVX-512 VNNI / AMX): OpenVINO runs int8/int4 "
+                      "weights at about fp32 speed here; they still save memory (docs/openvino.md, 'Which CPUs get "
+                      "int8 compute')", RuntimeWarning, stacklevel=4)
 
 
 class OpenVINOBackend:
@@ -89,6 +99,8 @@ class OpenVINOBackend:
                              "(`e5v merge`), then export the merged model")
         directory = Path(components.path)
         manifest = verify_manifest(directory, __version__)
+        if manifest.weights != "fp32":
+            _warn_without_int8_units()
         properties = dict(manifest.runtime)
         properties.update(json.loads(os.environ.get("E5V_OPENVINO_CONFIG", "{}")))  # expert override
         return cls(directory, manifest, components.config, ov.Core(), properties)
