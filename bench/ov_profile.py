@@ -20,21 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+import common as _common  # noqa: E402  (bench/ is on sys.path as this script's directory)
+
+# bench/ also holds a script named openvino.py: with bench/ on sys.path, `import openvino` would import it.
 _HERE = Path(__file__).resolve().parent
-# bench/ holds a script named openvino.py: with bench/ on sys.path, `import openvino` would import it.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-
-def _load_common():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("e5v_bench_common", _HERE / "common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_common = _load_common()
 
 
 def profile_worker(directory: str, dq: str, tokens: int) -> dict:
