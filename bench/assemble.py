@@ -12,8 +12,9 @@ ORDER = ["throughput", "batch_memory", "openvino", "fullsize", "store", "server"
 
 HEADER = """# Benchmarks
 
-All numbers were measured on this project's machines (2 cores with AVX-512 and VNNI, 24 GiB RAM, no GPU: a Xeon
-with AMX for most sections, an AMD EPYC Zen 4 without AMX where a section says so) by the scripts in `bench/`, each comparing against its baseline **side by side in the same run**. The
+All numbers were measured on this project's machines (2 cores, 24 GiB RAM, no GPU: a Xeon with AMX and AVX-512
+for most sections, an AMD EPYC Zen 4 with AVX-512 VNNI but no AMX, and an AMD EPYC Zen 3 with AVX2 only, where a
+section says so) by the scripts in `bench/`, each comparing against its baseline **side by side in the same run**. The
 command that produced each table is given with it. Weights are random (the real model cannot be downloaded here):
 speed and memory match a real model of the same shape; no quality numbers are claimed.
 
@@ -25,9 +26,10 @@ therefore matches the 8B model's.
 
 **Caveat on conditions.** Most runs happened while several engineers' test suites and benchmarks shared the same
 2 cores (load averages are given per run). Ratios within a run are meaningful; absolute times are noisy.
-Both CPUs run bf16 natively (AMX-BF16 on the Xeon, avx512_bf16 on the EPYC), so torch bf16 is *faster* than
-fp32 on them (DESIGN.md's "bf16 is slow" was measured on CPUs without it); targets phrased against the bf16
-reference are assessed with that in mind.
+The Xeon and the Zen 4 EPYC run bf16 natively (AMX-BF16, avx512_bf16), so torch bf16 is *faster* than fp32 on
+them (DESIGN.md's "bf16 is slow" was measured on CPUs without it); the Zen 3 EPYC has no bf16 (and no int8)
+instructions, and there the bf16 reference is ~6x slower than fp32. Targets phrased against the bf16 reference
+are assessed with that in mind.
 
 Regenerate this file: `.venv/bin/python bench/assemble.py` (sections come from `bench/results/*.md`).
 """
