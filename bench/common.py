@@ -53,19 +53,17 @@ _ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_
 
 
 def cpu_note() -> str:
-    """CPU model and the ISA flags above, from /proc/cpuinfo: the same bench gives very different ratios on
-    AVX2-only, AVX-512 VNNI and AMX CPUs, so every table says which one it ran on."""
-    model, flags = "unknown CPU", set()
+    """CPU model and the ISA flags above: the same bench gives very different ratios on AVX2-only, AVX-512
+    VNNI and AMX CPUs, so every table says which one it ran on."""
+    from e5v.backends.cpu_features import cpu_flags
+
+    model = "unknown CPU"
     try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
+        model = next((line.partition(":")[2].strip() for line in open("/proc/cpuinfo")
+                      if line.startswith("model name")), model)
     except OSError:
         pass
+    flags = cpu_flags() or set()
     present = [flag for flag in _ISA_FLAGS if flag in flags]
     return f"{model} ({', '.join(present) or 'no AVX2'})"
 
