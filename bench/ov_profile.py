@@ -46,7 +46,7 @@ def profile_worker(directory: str, dq: str, tokens: int) -> dict:
               "position_ids": np.arange(tokens, dtype=np.int64)[None]}
     request = compiled.create_infer_request()
     request.infer(inputs)  # warm-up: buffers, kernel creation
-    best = min(_common.timed(lambda: request.infer(inputs)) for _ in range(2))
+    best = _common.timed(lambda: request.infer(inputs), repeat=2)
     by_type: dict[str, float] = collections.defaultdict(float)
     kernels: collections.Counter = collections.Counter()
     for node in request.profiling_info:
