@@ -4,7 +4,7 @@ Compiles ``DIR/language.xml`` with the export's own runtime properties plus each
 fresh process per setting, so peak RSS is its own), runs a prefill of ``--tokens`` random embeddings (best
 of 2 after one warm-up), and prints wall time, the matmul kernels the CPU plugin picked (``brgemm_avx2_f32``
 means weights are decompressed to f32: no int8 compute on that CPU; ``..._avx512_bf16``/``amx`` with
-dynamic quantization means int8 units run) and the slowest op types. This is the script behind the
+dynamic quantization means int8 units run) and the slowest op types. It scripts the profile behind the
 dynamic-quantization group table in docs/openvino.md. Compare it with torch on the same graph through
 ``bench/openvino.py`` (ratios to the reference recipe live there).
 
