@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -80,7 +80,7 @@ class E5V:
                         image_mode: str = "anyres", prompt: str | PromptSet | None = None,
                         instruction: str | None = None, pooling: str = "last", revision: str | None = None,
                         lora: str | os.PathLike | None = None, max_pixels: int | None = None,
-                        min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
+                        image_formats: Iterable[str] | None = None, min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
         """Load an E5-V model from a Hugging Face id or a local directory.
 
         Args:
@@ -91,7 +91,9 @@ class E5V:
             prompt: a named prompt set (see ``e5v.prompts.NAMED_PROMPTS``) or a ``PromptSet``.
             instruction: replaces the one-word instruction of the text and image prompts.
             lora: a LoRA adapter directory from ``e5v train``, applied for inference.
-            max_pixels: refuse images with more pixels (decompression-bomb guard).
+            max_pixels: refuse images with more pixels (decompression-bomb guard), read from the header.
+            image_formats: Pillow format ids that may be decoded (default PNG, JPEG, WEBP, GIF, BMP, TIFF);
+                anything else is refused from its header (e.g. EPS, which Pillow would render with Ghostscript).
             min_image_pixels, max_image_pixels: Qwen2-VL only: bounds of its dynamic resolution (pixels after
                 resizing; the processor's ``min_pixels``/``max_pixels``). Fewer pixels, fewer image tokens.
         """
@@ -102,7 +104,8 @@ class E5V:
         name = backend or detect_backend(components.path)
         backend_obj = backend_class(name, components.spec).load(components, device=device, dtype=dtype,
                                                                 lora=str(lora) if lora is not None else None)
-        limits = ImageLimits(max_pixels=max_pixels) if max_pixels else ImageLimits()
+        limits = ImageLimits(**{k: v for k, v in (("max_pixels", max_pixels),
+                                                  ("formats", tuple(image_formats or ()))) if v})
         loaded = cls(components, backend_obj, image_mode=image_mode, prompt=prompt, instruction=instruction,
                      pooling=pooling, image_limits=limits)
         loaded.lora = str(lora) if lora is not None else None
@@ -149,27 +152,66 @@ class E5V:
         errors: dict[int, str] = {}
         prepared = self._prepare(raw, prompts, mode, errors, raise_on_error)
         batches = plan_batches(prepared, batch_size, self.max_batch_tokens)
-        c = self.components
         for batch in _progress(batches, show_progress_bar, len(prepared)):
-            hidden, mask, image_mask = run_batch(self.backend, batch, c.image_processor, c.image_token_id,
-                                                 c.tokenizer.pad_token_id, mode)
-            pooled = pooler(hidden, mask, image_mask)  # (B, D), or B x (T_b, D) for multi-vector poolers
+            self._encode_batch(batch, vectors, pooler, mode, normalize, errors, raise_on_error)
+        counts = {p.index: p.length for p in prepared if p.index not in errors}
+        return EncodeResult(vectors=vectors, errors=errors, token_counts=counts)
+
+    def _encode_batch(self, batch: list[Prepared], vectors: Any, pooler: Any, mode: str, normalize: bool,
+                      errors: dict[int, str], raise_on_error: bool) -> None:
+        """Decode one batch's images, run it, write its rows; its decoded images die with this frame."""
+        for part, pooled in self._run(decode_batch(batch, errors, raise_on_error), pooler, mode, errors,
+                                      raise_on_error):
+            # pooled: (B, D), or B x (T_b, D) for multi-vector poolers
             if pooler.multi_vector:
-                for p, tokens in zip(batch, pooled):
+                for p, tokens in zip(part, pooled):
                     tokens = tokens.float()
-                    vectors[p.index] = (torch.nn.functional.normalize(tokens, dim=-1) if normalize else tokens).cpu().numpy()
+                    vectors[p.index] = (torch.nn.functional.normalize(tokens, dim=-1) if normalize
+                                        else tokens).cpu().numpy()
                 continue
             pooled = pooled.float()
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            vectors[[p.index for p in batch]] = pooled.cpu().numpy()
-        counts = {p.index: p.length for p in prepared}
-        return EncodeResult(vectors=vectors, errors=errors, token_counts=counts)
+            vectors[[p.index for p in part]] = pooled.cpu().numpy()
+
+    def _forward(self, batch: list[Prepared], pooler: Any, mode: str) -> Any:
+        c = self.components
+        hidden, mask, image_mask = run_batch(self.backend, batch, c.image_processor, c.image_token_id,
+                                             c.tokenizer.pad_token_id, mode)
+        return pooler(hidden, mask, image_mask)
+
+    def _run(self, batch: list[Prepared], pooler: Any, mode: str, errors: dict[int, str],
+             raise_on_error: bool) -> list[tuple[list[Prepared], Any]]:
+        """Pooled states for a decoded batch. If the batch fails, its items are retried one at a time, so
+        one item the processor or model cannot take (or a batch too big for memory) does not sink the rest;
+        the items that fail alone get an error each. If every item fails alone too, the failure is not the
+        items' (a broken backend): it is raised, never turned into NaN rows."""
+        if not batch:
+            return []
+        try:
+            return [(batch, self._forward(batch, pooler, mode))]
+        except Exception as exc:
+            if len(batch) == 1:
+                raise
+            first = exc
+        done, failed = [], {}
+        for p in batch:
+            try:
+                done.append(([p], self._forward([p], pooler, mode)))
+            except Exception as exc:  # noqa: BLE001 - recorded per item below, or re-raised if all fail
+                failed[p.index] = f"the model failed on this item: {type(exc).__name__}: {exc}"
+        if not done:
+            raise first
+        for index, message in failed.items():
+            if raise_on_error:
+                raise InputError(message, index)
+            errors[index] = message
+        return done
 
     def _prepare(self, raw: list, prompts: PromptSet, mode: str, errors: dict[int, str],
                  raise_on_error: bool) -> list[Prepared]:
         c = self.components
-        prepared = []
+        prepared = []  # images probed only (header checks); decoded batch by batch in encode_with_details
         for index, obj in enumerate(raw):
             try:
                 item = to_item(obj, index, self.image_limits)
@@ -236,6 +278,24 @@ class E5V:
     def __repr__(self) -> str:
         return (f"E5V(model={self.components.model_id!r}, backend={self.backend.name!r}, "
                 f"weights={self.backend.weights!r}, image_mode={self.image_mode!r}, dim={self.embedding_dim})")
+
+
+def decode_batch(batch: list[Prepared], errors: dict[int, str], raise_on_error: bool) -> list[Prepared]:
+    """The batch with its images decoded (RGB); an image that fails to decode is recorded and left out.
+
+    Decoding per batch keeps one batch of decoded images in memory however many images a call holds."""
+    ready = []
+    for p in batch:
+        if p.image is None:
+            ready.append(p)
+            continue
+        try:
+            ready.append(replace(p, image=p.image.decode(p.index)))
+        except InputError as exc:
+            if raise_on_error:
+                raise
+            errors[p.index] = exc.reason
+    return ready
 
 
 def detect_backend(path) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -25,7 +25,7 @@ class Prepared:
 
     index: int  # position in the caller's list
     ids: list[int]  # prompt token ids; image items hold one image-token marker
-    image: Image.Image | None
+    image: Any  # ImageSource (probed) while planning, PIL.Image once its batch is decoded, None for text
     image_tokens: int  # estimated number of image features (0 for text)
 
     @property

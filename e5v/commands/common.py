@@ -27,6 +27,9 @@ def model_options(f: Callable) -> Callable:
         click.option("--pooling", type=click.Choice(["last", "mean", "vision_mean", "tokens"]), default="last",
                      show_default=True, help="last: E5-V's last-token state; mean / vision_mean: averages; "
                      "tokens: one vector per token (multi-vector; `e5v embed` to .jsonl/.parquet only)."),
+        click.option("--image-formats", "image_formats", default=None, metavar="PNG,JPEG,...",
+                     help="Image formats that may be decoded (Pillow ids, comma-separated). Default: "
+                     "PNG,JPEG,WEBP,GIF,BMP,TIFF; others are refused from their header."),
         click.option("--qwen-min-pixels", "qwen_min_pixels", type=int, default=None,
                      help="Qwen2-VL only: lower bound of its dynamic image resolution (pixels after resizing)."),
         click.option("--qwen-max-pixels", "qwen_max_pixels", type=int, default=None,
@@ -39,14 +42,17 @@ def model_options(f: Callable) -> Callable:
 
 def load_model(model: str, backend: str | None, device: str | None, dtype: str | None, image_mode: str,
                instruction: str | None, lora: str | None, pooling: str = "last",
-               qwen_min_pixels: int | None = None, qwen_max_pixels: int | None = None, **_: Any):
+               qwen_min_pixels: int | None = None, qwen_max_pixels: int | None = None,
+               image_formats: str | None = None, **_: Any):
     """Load E5V from the shared options; turn e5v errors (and invalid option combinations) into CLI errors."""
     from ..encoder import E5V
 
     try:
         return E5V.from_pretrained(model, backend=backend, device=device, dtype=dtype, image_mode=image_mode,
                                    instruction=instruction, lora=lora, pooling=pooling,
-                                   min_image_pixels=qwen_min_pixels, max_image_pixels=qwen_max_pixels)
+                                   min_image_pixels=qwen_min_pixels, max_image_pixels=qwen_max_pixels,
+                                   image_formats=[f.strip() for f in image_formats.split(",") if f.strip()]
+                                   if image_formats else None)
     except (E5VError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
