@@ -23,10 +23,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(model_path: Path, *args: str, timeout: float = 240.0):
-    """Yield the base URL of a real server; stop it (SIGTERM, then SIGKILL) afterwards."""
+def serve(model_path: Path, *args: str, timeout: float = 240.0, log_path: Path | None = None):
+    """Yield the base URL of a real server; stop it (SIGTERM, then SIGKILL) afterwards.
+
+    ``log_path``: keep the server's output there (default: a temporary file, deleted at the end)."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="e5v-serve-", suffix=".log", delete=False)
+    log = open(log_path, "wb") if log_path else tempfile.NamedTemporaryFile(prefix="e5v-serve-", suffix=".log",
+                                                                              delete=False)
     cmd = [sys.executable, "-m", "e5v.cli", "serve", "--model", str(model_path), "--served-model-name", "e5v-test",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -53,7 +56,9 @@ def serve(model_path: Path, *args: str, timeout: float = 240.0):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        os.unlink(log.name)
+        log.close()
+        if log_path is None:
+            os.unlink(log.name)
 
 
 def png_bytes(image) -> bytes:

@@ -204,7 +204,8 @@ def test_api_key_is_required_everywhere_but_health(url):
 def test_malformed_json_and_wrong_types(http):
     assert_error(http.post("/v1/embeddings", content=b"{not json", headers={"Content-Type": "application/json"}),
                  400, "not valid JSON", "invalid_json")
-    assert_error(http.post("/v1/embeddings", content=b"\xff\xfe\x00"), 400, "not valid JSON")
+    assert_error(http.post("/v1/embeddings", content=b"\xff\xfe\x00", headers={"Content-Type": "application/json"}),
+                 400, "not valid JSON")
     assert_error(post(http, ["a"]), 400, "JSON object")
     assert_error(post(http, {"model": NAME, "input": 3}), 400, "must be a string or a list")
     assert_error(post(http, {"model": NAME, "input": [{"text": 1}]}), 400, "input[0]")
@@ -265,7 +266,8 @@ def test_body_size_is_checked_while_streaming_without_content_length(http):
         for _ in range(40):
             yield b"x" * 10_000
 
-    assert_error(http.post("/v1/embeddings", content=chunks()), 413, code="request_too_large")
+    assert_error(http.post("/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"}), 413,
+                 code="request_too_large")
 
 
 # ----------------------------------------------------------------------------- remote images (SSRF)

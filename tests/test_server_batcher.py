@@ -270,3 +270,35 @@ def test_adaptive_wait_expects_as_many_items_as_the_last_batch():
     model, rest = run(main())
     assert [sorted(items) for items, _ in model.calls] == [[1, 2, 3], [4, 5, 6]]
     assert [float(v[0]) for v, _ in rest] == [5, 6]
+
+
+def test_counted_exclusive_calls_take_queue_places_and_do_not_run_once_their_caller_left():
+    """Searches (run_exclusive(counted=True)) count against max_queue and are dropped if cancelled first."""
+    async def main():
+        b = await started(FakeModel(), max_queue=2)
+        gate, entered, ran = threading.Event(), threading.Event(), []
+
+        def slow():
+            entered.set()
+            gate.wait(10)
+            ran.append("slow")
+
+        first = asyncio.ensure_future(b.run_exclusive(slow, counted=True))
+        await asyncio.to_thread(entered.wait, 10)
+        second = asyncio.ensure_future(b.run_exclusive(lambda: ran.append("abandoned"), counted=True))
+        await asyncio.sleep(0.05)
+        assert b.queue_depth == 2
+        with pytest.raises(QueueFull):
+            await b.run_exclusive(lambda: ran.append("refused"), counted=True)
+        with pytest.raises(QueueFull):
+            b.submit_nowait(["x"], [None])  # items and searches share the queue's places
+        second.cancel()  # its client went away while it waited for the model thread
+        gate.set()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        await b.run_exclusive(lambda: ran.append("later"), counted=True)
+        assert ran == ["slow", "later"] and b.queue_depth == 0
+        await b.stop()
+
+    run(main())

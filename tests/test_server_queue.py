@@ -32,7 +32,8 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
 @pytest.fixture(scope="module")
 def url(tiny_model_path):
     with serve(tiny_model_path, "--batch-wait-ms", str(WAIT_MS), "--fixed-batch-wait", "--max-batch-size", "32", "--max-queue", "4",
-               "--max-items", "4", "--text-overflow", "truncate", "--max-text-chars", "50") as base:
+               "--max-items", "4", "--text-overflow", "truncate", "--max-text-chars", "50",
+               "--max-request-pixels", "250000", "--max-queued-pixels", "300000") as base:
         yield base
 
 
@@ -64,6 +65,32 @@ def test_a_client_that_disconnects_is_dropped_from_the_queue(url, model):
     assert ok.status_code == 200
     assert cos(ok.json()["data"][0]["embedding"], model.encode(["still here"])[0]) >= 0.9999
     assert metric(url, "e5v_batch_size_sum") == batched + 1  # the abandoned items never reached the model
+
+
+def embed_images(url: str, sizes: list[tuple[int, int]], timeout: float = 60.0) -> httpx.Response:
+    from PIL import Image
+    from server_util import data_uri, png_bytes
+
+    uris = [data_uri(png_bytes(Image.new("RGB", size, (90, 30, 200)))) for size in sizes]
+    return httpx.post(url + "/v1/embeddings", json={"model": NAME, "modality": "image", "input": uris},
+                      timeout=timeout)
+
+
+def test_pixel_budgets_are_checked_from_headers_per_request_and_across_the_queue(url):
+    """A few kB of PNG can claim many pixels: requests and the queue are bounded in pixels, not bytes."""
+    over = embed_images(url, [(400, 400), (400, 300)])  # 280,000 > 250,000 pixels in one request
+    assert over.status_code == 400 and over.json()["error"]["code"] == "images_too_large"
+    assert "--max-request-pixels" in over.json()["error"]["message"]
+    first: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: first.append(embed_images(url, [(400, 400)])))  # 160,000 queued
+    thread.start()
+    wait_for(lambda: metric(url, "e5v_queue_depth") == 1)
+    refused = embed_images(url, [(400, 400)])  # 160,000 more would pass the 300,000 budget
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1", refused.text
+    assert "pixels" in refused.json()["error"]["message"]
+    thread.join(60)
+    assert first[0].status_code == 200
+    assert embed_images(url, [(400, 400)]).status_code == 200  # released once answered
 
 
 def test_long_text_is_truncated_when_configured(url, model):

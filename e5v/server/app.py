@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable
@@ -20,12 +19,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import InputError
-from ..inputs import ImageLimits, load_image
+from ..imagefile import ImageLimits, ImageSource, probe
 from .auth import BearerAuth
 from .batcher import BatchFailed, QueueFull
 from .errors import APIError, install_handlers
+from .guard import RequestGuard
 from .images import decode_data_uri, fetch_image
-from .limits import read_body
+from .limits import check_request_pixels, parse_json, read_body
 from .schemas import RawItem, parse_embedding_request
 from .state import ServerConfig, ServerState
 
@@ -71,8 +71,8 @@ def create_app(config: ServerConfig, model: Any = None, loader: Callable[[], Any
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         state.require_ready()
+        body = await read_json(request, state)  # before announcing: a slow body must not hold batches open
         with state.batcher.arriving():  # a forming batch may wait for this request (see Batcher.arriving)
-            body = await read_json(request, state)
             req = parse_embedding_request(body, config.limits, state.model.embedding_dim)
             state.check_model_name(req.model)
             items = await resolve_items(req.items, state)
@@ -95,24 +95,27 @@ def create_app(config: ServerConfig, model: Any = None, loader: Callable[[], Any
         add_search_route(app, state)
         add_web_routes(app, state)
 
-    app.add_middleware(MetricsMiddleware, state=state)
+    # add_middleware wraps what is there, so the last added runs first: metrics -> guard -> auth -> routes
     if config.api_key:
-        app.add_middleware(BearerAuth, api_key=config.api_key)  # outermost: runs first
+        app.add_middleware(BearerAuth, api_key=config.api_key)
+    app.add_middleware(RequestGuard, allowed_hosts=config.allowed_hosts)
+    app.add_middleware(MetricsMiddleware, state=state)
     return app
 
 
 async def read_json(request: Request, state: ServerState) -> Any:
-    raw = await read_body(request, state.config.limits)
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    """The body as JSON, within the size, time and depth limits (limits.py)."""
+    return parse_json(await read_body(request, state.config.limits), state.config.limits)
 
 
 async def resolve_items(raw_items: list[RawItem], state: ServerState) -> list:
-    """RawItems -> encoder items (str, PIL image, or {"image", "text"}); images decoded off the event loop."""
+    """RawItems -> encoder items (str, probed image, or {"image", "text"}).
+
+    Images are fetched and their headers checked here (format, pixels per image and per request) but not
+    decoded: the encoder decodes them once, batch by batch, on the model thread.
+    """
     limits = state.config.limits
-    image_limits = ImageLimits(max_pixels=limits.max_image_pixels)
+    image_limits = ImageLimits(max_pixels=limits.max_image_pixels, formats=state.model.image_limits.formats)
 
     async def one(raw: RawItem) -> Any:
         if raw.image is None:
@@ -122,23 +125,40 @@ async def resolve_items(raw_items: list[RawItem], state: ServerState) -> list:
         else:
             data = await fetch_image(raw.image, state.config.remote, limits, raw.param)
         try:
-            image = await asyncio.to_thread(load_image, data, None, image_limits)
+            image = await asyncio.to_thread(probe, data, None, image_limits)
         except InputError as exc:
             raise APIError(400, f"{raw.param}: {exc.reason}", "invalid_image", raw.param) from None
         return image if raw.text is None else {"image": image, "text": raw.text}
 
     if all(raw.image is None for raw in raw_items):  # texts: no I/O, no tasks
         return [raw.text for raw in raw_items]
-    return list(await asyncio.gather(*(one(raw) for raw in raw_items)))
+    items = list(await asyncio.gather(*(one(raw) for raw in raw_items)))
+    check_request_pixels(sum(image_pixels(item) for item in items), limits)
+    return items
+
+
+def image_pixels(item: Any) -> int:
+    """Pixels an item's image will decode to (0 for text), from its probed header."""
+    image = item.get("image") if isinstance(item, dict) else item
+    return image.pixels if isinstance(image, ImageSource) else 0
 
 
 def queue(state: ServerState, items: list, keys: list) -> list[asyncio.Future]:
-    """Queue all items or none; a full queue is 503 with Retry-After."""
+    """Queue all items or none; a full queue, or queued images over the pixel budget, is 503 + Retry-After."""
+    pixels = [image_pixels(item) for item in items]
+    if not state.pixels.fits(sum(pixels)):
+        raise busy(state, f"queued images hold {state.pixels.used:,} of {state.pixels.limit:,} pixels")
     try:
-        return state.batcher.submit_nowait(items, keys)
+        futures = state.batcher.submit_nowait(items, keys)
     except QueueFull as exc:
-        raise APIError(503, f"the server is busy ({exc}); retry later", "queue_full",
-                       headers={"Retry-After": str(state.config.retry_after_s)}) from None
+        raise busy(state, str(exc)) from None
+    state.pixels.hold(futures, pixels)
+    return futures
+
+
+def busy(state: ServerState, why: str) -> APIError:
+    return APIError(503, f"the server is busy ({why}); retry later", "queue_full",
+                    headers={"Retry-After": str(state.config.retry_after_s)})
 
 
 async def collect(state: ServerState, futures: list[asyncio.Future], raw_items: list[RawItem]) -> list:

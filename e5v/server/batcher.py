@@ -12,7 +12,8 @@ Guarantees (each tested with a fake model in tests/test_server_batcher.py):
 * a full queue refuses the whole request at once (``QueueFull`` -> 503 + Retry-After), never part of it;
 * if the model call raises, EVERY future of that call fails (nobody hangs), and the worker keeps running;
 * a bad item fails only its own future (the encoder reports per-item errors);
-* a cancelled future (client went away) is skipped when the batch is formed and never completed twice.
+* a cancelled future (client went away) is skipped when the batch is formed and never completed twice;
+* counted exclusive calls (searches) take queue places too and do not run if their client left first.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Batcher:
         self._incoming = 0
         self._last_batch = 0
         self._pending: deque[Job] = deque()
+        self._exclusive = 0  # counted run_exclusive calls waiting or running (searches)
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         # One thread: the model is used by one batch at a time (also by run_exclusive, e.g. search).
@@ -94,15 +96,15 @@ class Batcher:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + self._exclusive
 
     # ------------------------------------------------------------------ submitting
     def submit_nowait(self, items: list, keys: list[Hashable]) -> list[asyncio.Future]:
         """Queue all items or none; returns one future per item. Raises QueueFull."""
         if self._wakeup is None:
             raise RuntimeError("Batcher.start() was not called")
-        if len(self._pending) + len(items) > self.max_queue:
-            raise QueueFull(f"queue holds {len(self._pending)} of {self.max_queue} items; "
+        if self.queue_depth + len(items) > self.max_queue:
+            raise QueueFull(f"queue holds {self.queue_depth} of {self.max_queue} items; "
                             f"cannot take {len(items)} more")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
@@ -148,9 +150,22 @@ class Batcher:
                 raise res
         return results
 
-    async def run_exclusive(self, fn: Callable, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the model thread, between batches (for callers that use the model directly)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def run_exclusive(self, fn: Callable, *args: Any, counted: bool = False) -> Any:
+        """Run ``fn(*args)`` on the model thread, between batches (for callers that use the model directly).
+
+        ``counted`` (client work such as a search): the call takes a place in the queue, so ``max_queue``
+        bounds it like an item (QueueFull when there is none), and if the caller is cancelled (client gone)
+        before the call starts, it never runs.
+        """
+        if counted:
+            if len(self._pending) + self._exclusive >= self.max_queue:
+                raise QueueFull(f"queue holds {len(self._pending) + self._exclusive} of {self.max_queue} items")
+            self._exclusive += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            if counted:
+                self._exclusive -= 1
 
     # ------------------------------------------------------------------ worker
     async def _loop(self) -> None:

@@ -7,8 +7,10 @@ by hand, at most ``max_redirects``, and every hop is checked again, so a public 
 bounce the server to ``http://169.254.169.254/`` or ``localhost``. Proxies from the environment are
 ignored (they would bypass the address check). Size and total time are capped.
 
-Residual risk (documented in docs/server.md): a DNS answer can change between the check and httpx's own
-resolution (rebinding); the host allowlist is the main defence, keep it to hosts you trust.
+DNS rebinding: the name is resolved once, by the check, and the connection goes to the exact address that
+was checked (``Host`` header and TLS server name keep the original host, so certificates are still
+verified against it). IPv6 forms that wrap an IPv4 address (mapped, NAT64, 6to4, Teredo, compatible) are
+judged by the IPv4 address they reach.
 """
 
 from __future__ import annotations
@@ -55,15 +57,37 @@ def host_allowed(host: str, allowlist: tuple[str, ...]) -> bool:
     return False
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and routes to: mapped, NAT64, 6to4, Teredo, compatible."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in net for net in _NAT64) or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: str) -> bool:
+    """A global unicast address; an IPv6 address that wraps an IPv4 one is judged by the IPv4 it reaches
+    (``[::ffff:127.0.0.1]``, ``[64:ff9b::a9fe:a9fe]``, ``[2002:a9fe:a9fe::1]``, ``[::127.0.0.1]`` are not)."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            ip = inner
     return ip.is_global and not ip.is_multicast
 
 
-async def check_url(url: str, policy: RemoteImages, param: str) -> None:
-    """Refuse a URL the policy does not allow (scheme, host allowlist, resolved addresses)."""
+async def check_url(url: str, policy: RemoteImages, param: str) -> str:
+    """Refuse a URL the policy does not allow (scheme, host allowlist, resolved addresses); return the checked
+    address to connect to (the connection must not resolve the name again: DNS rebinding)."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in policy.schemes:
         raise APIError(400, f"{param}: URL scheme {parts.scheme!r} is not allowed", "invalid_image_url", param)
@@ -78,11 +102,24 @@ async def check_url(url: str, policy: RemoteImages, param: str) -> None:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
         raise APIError(400, f"{param}: cannot resolve {host!r}: {exc}", "invalid_image_url", param) from None
-    addresses = {info[4][0] for info in infos}
-    private = sorted(a for a in addresses if not is_public(a))
+    addresses = [info[4][0] for info in infos]
+    private = sorted({a for a in addresses if not is_public(a)})
     if private and not policy.allow_private:
         raise APIError(400, f"{param}: host {host!r} resolves to a non-public address ({', '.join(private)}); "
                             "refused (SSRF protection)", "remote_host_not_allowed", param)
+    if not addresses:
+        raise APIError(400, f"{param}: cannot resolve {host!r}", "invalid_image_url", param)
+    return addresses[0]
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(URL naming the checked address, Host header, TLS server name): connect there, speak to the host."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    literal = f"[{address.split('%')[0]}]" if ":" in address else address
+    pinned = parts._replace(netloc=f"{literal}:{port}").geturl()
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    return pinned, {"Host": host_header}, {"sni_hostname": parts.hostname or ""}
 
 
 async def fetch_image(url: str, policy: RemoteImages, limits: Limits, param: str) -> bytes:
@@ -104,9 +141,10 @@ async def _fetch(url: str, policy: RemoteImages, limits: Limits, param: str) -> 
     cap = min(policy.max_bytes, limits.max_image_bytes)
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=policy.timeout_s) as client:
         for _ in range(policy.max_redirects + 1):
-            await check_url(url, policy, param)
+            address = await check_url(url, policy, param)
+            pinned, headers, extensions = pinned_request(url, address)
             try:
-                async with client.stream("GET", url) as response:
+                async with client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
                     if response.is_redirect:
                         url = urljoin(url, response.headers.get("location", ""))
                         continue

@@ -1,7 +1,8 @@
 """``POST /v1/search`` (enabled by ``--db``): query a store built by ``e5v index`` with text, an image or both.
 
 Body: ``{"query": "text" | {"image": "data:..."} | {"image": ..., "text": ...} | {"id": "<item id>"}, "k": 10,
-"where": null, "kind": null}``; ``{"id": ...}`` searches with a stored item's own vector ("more like this"). The store embeds the query with the same model; that call runs on the model thread
+"filter": null, "kind": null}``; ``filter`` is a structured metadata filter (``e5v.store.filters``); a raw
+SQL ``where`` is refused unless the server runs with ``--allow-sql-filter``; ``{"id": ...}`` searches with a stored item's own vector ("more like this"). The store embeds the query with the same model; that call runs on the model thread
 between batches (``Batcher.run_exclusive``), so searches and embeddings never use the model at once.
 """
 
@@ -13,13 +14,16 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ..errors import StoreError
+from ..store.filters import FilterError, compile_filter
+from .batcher import QueueFull
 from .errors import APIError
 from .schemas import parse_query
 
 MAX_K = 1000
+KINDS = ("text", "image", "composed")
 
 
 def open_store(db: str, model: Any) -> Any:
@@ -29,10 +33,10 @@ def open_store(db: str, model: Any) -> Any:
 
 
 def add_search_route(app: FastAPI, state: Any) -> None:
-    from .app import read_json, resolve_items
+    from .app import busy, read_json, resolve_items, until_disconnect
 
     @app.post("/v1/search")
-    async def search(request: Request) -> JSONResponse:
+    async def search(request: Request) -> Response:
         state.require_ready()
         body = await read_json(request, state)
         if not isinstance(body, dict) or "query" not in body:
@@ -41,10 +45,19 @@ def add_search_route(app: FastAPI, state: Any) -> None:
         k = body.get("k", 10)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise APIError(400, f"k must be an integer from 1 to {MAX_K}", "invalid_request", "k")
-        where, kind = body.get("where"), body.get("kind")
-        for name, value in (("where", where), ("kind", kind)):
-            if value is not None and not isinstance(value, str):
-                raise APIError(400, f"'{name}' must be a string", "invalid_request", name)
+        where, kind, structured = body.get("where"), body.get("kind"), body.get("filter")
+        if where is not None and not state.config.allow_sql_filter:
+            raise APIError(400, "raw SQL 'where' filters are disabled on this server; use 'filter' (e.g. "
+                                '{"source": "web"}) or start it with --allow-sql-filter', "sql_filter_disabled", "where")
+        if where is not None and not isinstance(where, str):
+            raise APIError(400, "'where' must be a string", "invalid_request", "where")
+        if kind is not None and kind not in KINDS:
+            raise APIError(400, f"'kind' must be one of {list(KINDS)}", "invalid_request", "kind")
+        try:
+            if structured is not None:
+                compile_filter(structured)  # refuse a malformed filter before any work is queued
+        except FilterError as exc:
+            raise APIError(400, str(exc), "invalid_filter", "filter") from None
         query_spec = body["query"]
         if isinstance(query_spec, dict) and set(query_spec) == {"id"}:  # "more like this": a stored item's vector
             row = await asyncio.to_thread(state.store.get, query_spec["id"]) if isinstance(query_spec["id"], str) else None
@@ -54,13 +67,21 @@ def add_search_route(app: FastAPI, state: Any) -> None:
         else:
             raw = parse_query(query_spec, state.config.limits)
             (query,) = await resolve_items([raw], state)
+        def run() -> list[dict]:
+            return state.store.search(query, k=k, where=where, kind=kind, filter=structured)
+
         try:
-            hits = await state.batcher.run_exclusive(lambda: state.store.search(query, k=k, where=where, kind=kind))
+            hits = await until_disconnect(request, state.batcher.run_exclusive(run, counted=True), state, 1)
+            if hits is None:  # the client left while the search waited: it never ran
+                return Response(status_code=499)
+        except QueueFull as exc:
+            raise busy(state, str(exc)) from None
         except ValueError as exc:  # InputError (bad query item), unknown kind, wrong vector size
             raise APIError(400, f"search failed: {exc}", "invalid_request") from None
         except StoreError as exc:  # with a filter, most likely the filter; otherwise the store itself
-            status = 400 if where else 500
-            raise APIError(status, f"search failed: {exc}", "invalid_request" if where else "store_error") from None
+            filtered = where is not None or structured is not None
+            raise APIError(400 if filtered else 500, f"search failed: {exc}",
+                           "invalid_request" if filtered else "store_error") from None
         data = [{"object": "search_result", "rank": i, **_jsonable(hit)} for i, hit in enumerate(hits)]
         return JSONResponse({"object": "list", "data": data, "model": state.name})
 

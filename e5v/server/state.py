@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from .batcher import Batcher
 from .errors import APIError
-from .limits import Limits, RemoteImages
+from .limits import Limits, PixelBudget, RemoteImages
 from .metrics import Metrics
 
 log = logging.getLogger("e5v.server")
@@ -33,8 +33,11 @@ class ServerConfig:
     batch_wait_ms: float = 5.0  # how long the worker waits for a batch to fill
     adaptive_wait: bool = True  # wait only while announced requests are being parsed; False: always wait
     max_queue: int = 1024  # items waiting; beyond -> 503 + Retry-After
+    max_queued_pixels: int = 200_000_000  # image pixels accepted and not yet answered; beyond -> 503
     retry_after_s: int = 1
     db: str | None = None  # a store directory: enables POST /v1/search
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback ones ("*": any; see guard.py)
+    allow_sql_filter: bool = False  # accept raw SQL "where" in /v1/search (trusted clients only)
 
 
 class ServerState:
@@ -48,6 +51,7 @@ class ServerState:
         self.on_load_error = on_load_error
         self.metrics = Metrics(queue_depth=lambda: self.batcher.queue_depth if self.batcher else 0)
         self.batcher: Batcher | None = None
+        self.pixels = PixelBudget(config.max_queued_pixels)
         self.store: Any = None
         self.ready = False
         self.load_error: str | None = None
