@@ -56,17 +56,42 @@ def test_image_and_composed_queries(http, images):
     assert top["kind"] == "composed" and top["score"] > 0.9999
 
 
-def test_kind_and_where_filters(http):
+def test_kind_and_structured_filters(http):
     assert {h["kind"] for h in hits(search(http, "a dog", k=10, kind="image"))} == {"image"}
-    only = hits(search(http, "a dog", k=10, where="json_get_int(metadata, 'n') = 2"))
+    only = hits(search(http, "a dog", k=10, filter={"n": 2}))
     assert [h["text"] for h in only] == [TEXTS[2]]
+    both = hits(search(http, "a dog", k=10, filter={"$or": [{"n": {"$lt": 1}}, {"name": {"$in": ["red", "blue"]}}]}))
+    assert sorted(h["text"] or h["metadata"]["name"] for h in both) == sorted([TEXTS[0], "red", "blue"])
+    assert hits(search(http, "a dog", k=10, filter={"name": "o'brien') OR (1=1"})) == []  # quoted, not SQL
+
+
+def test_raw_sql_is_refused_unless_opted_in(http):
+    """A client's raw SQL can cost gigabytes (repeat()) or OR past the kind clause; off by default."""
+    for where in ("length(repeat('ab', 150000000)) > 0", "1=1) OR (1=1"):
+        r = search(http, "a dog", k=10, where=where, kind="image")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "sql_filter_disabled", r.text
+
+
+@pytest.fixture(scope="module")
+def sql_http(db, tiny_model_path):
+    with serve(tiny_model_path, "--db", str(db), "--allow-sql-filter") as base:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            yield client
+
+
+def test_raw_sql_with_the_opt_in_flag_cannot_escape_other_clauses(sql_http):
+    only = hits(search(sql_http, "a dog", k=10, where="json_get_int(metadata, 'n') = 2"))
+    assert [h["text"] for h in only] == [TEXTS[2]]
+    r = search(sql_http, "a dog", k=10, where="1=1) OR (1=1", kind="image")
+    assert r.status_code == 400 and "unbalanced" in r.json()["error"]["message"], r.text
 
 
 def test_bad_search_requests(http):
     for body, fragment in [({"k": 3}, "query"), ({"query": "a", "k": 0}, "k must"), ({"query": "a", "k": "3"}, "k must"),
                            ({"query": 5}, "query"), ({"query": {"image": "http://10.0.0.1/x.png"}}, "SSRF"),
-                           ({"query": "a", "kind": "audio"}, "kind"), ({"query": "a", "where": "no_such_column = 1"},
-                                                                       "filter")]:
+                           ({"query": "a", "kind": "audio"}, "kind"), ({"query": "a", "filter": {"$x": 1}}, "operator"),
+                           ({"query": "a", "filter": {"n": {"$gt": [1]}}}, "values must be"),
+                           ({"query": "a", "filter": "n = 1"}, "object")]:
         r = http.post("/v1/search", json=body)
         assert r.status_code == 400, (body, r.text)
         assert fragment in r.json()["error"]["message"], (body, r.json())

@@ -101,6 +101,9 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
 @click.option("-k", "k", default=10, show_default=True, help="Number of results.")
 @click.option("--where", default=None,
               help="SQL filter, e.g. \"kind = 'image'\" or \"json_get_string(metadata, 'split') = 'test'\".")
+@click.option("--filter", "filter_json", default=None, metavar="JSON",
+              help="Structured metadata filter, e.g. '{\"source\": \"web\", \"year\": {\"$gte\": 2020}}' "
+                   "(docs/store.md#filters).")
 @click.option("--kind", type=click.Choice(["image", "text", "composed"]), default=None, help="Only this kind.")
 @click.option("--exact", is_flag=True, help="Full scan even if the store has an ANN index.")
 @click.option("--nprobes", type=click.IntRange(min=1), default=None,
@@ -112,7 +115,7 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
 @model_options
 @click.pass_context
 @friendly_errors
-def search(ctx, db, text, image, k, where, kind, exact, nprobes, refine_factor, as_json, **model_kw) -> None:
+def search(ctx, db, text, image, k, where, filter_json, kind, exact, nprobes, refine_factor, as_json, **model_kw) -> None:
     """Search the store at --db by text, by image, or by image + modification text."""
     from ..store import Store
 
@@ -120,11 +123,18 @@ def search(ctx, db, text, image, k, where, kind, exact, nprobes, refine_factor, 
         raise click.UsageError("give --text, --image, or both (composed query)")
     if image is not None and not Path(image).is_file():
         raise click.UsageError(f"--image {image}: no such file")
+    try:
+        structured = json.loads(filter_json) if filter_json is not None else None
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"--filter is not valid JSON: {exc}") from None
     query: Any = text if image is None else Path(image) if text is None else {"image": Path(image), "text": text}
     model = _model_for(db, ctx, model_kw)
     store = Store.open(db, model, create=False)
     tuning = {name: value for name, value in (("nprobes", nprobes), ("refine_factor", refine_factor)) if value}
-    hits = store.search(query, k=k, where=where, kind=kind, exact=exact or None, **tuning)
+    try:
+        hits = store.search(query, k=k, where=where, filter=structured, kind=kind, exact=exact or None, **tuning)
+    except ValueError as exc:  # FilterError: a malformed --where / --filter
+        raise click.UsageError(str(exc)) from None
     if as_json:
         click.echo(json.dumps({"query": {"text": text, "image": image}, "results": hits}, default=str))
         return

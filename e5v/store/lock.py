@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from pathlib import Path
 
 from ..errors import StoreError
@@ -19,19 +20,38 @@ LOCK_NAME = ".e5v-write.lock"
 class WriterLock:
     """Context manager holding the store's write lock; refuses (StoreError) if another process has it.
 
-    Re-entrant within a process (the CLI takes it before loading the model, ``Store.add`` again inside).
+    Re-entrant within one thread (the CLI takes it before loading the model, ``Store.add`` again inside);
+    another thread of the same process is refused like another process (flock alone would let it in: the
+    lock belongs to the process, and two threads adding the same items would store them twice).
     """
 
-    _held: dict[Path, int] = {}  # lock path -> nesting depth in this process
+    _held: dict[Path, tuple[int, int]] = {}  # lock path -> (owning thread id, nesting depth) in this process
+    _guard = threading.Lock()
 
     def __init__(self, root: Path):
         self.path = Path(root).resolve() / LOCK_NAME
         self._fd: int | None = None
 
     def __enter__(self) -> "WriterLock":
-        if self._held.get(self.path):
-            self._held[self.path] += 1
-            return self
+        me = threading.get_ident()
+        with self._guard:
+            owner, depth = self._held.get(self.path, (None, 0))
+            if depth and owner == me:
+                self._held[self.path] = (me, depth + 1)
+                return self
+            if depth:
+                raise StoreError(f"the store at {self.path.parent} is being written by another thread of this "
+                                 "process; one writer at a time (searching meanwhile is fine)")
+            self._held[self.path] = (me, 1)  # claimed before flock, so a racing thread sees it
+        try:
+            self._acquire()
+        except BaseException:
+            with self._guard:
+                self._held.pop(self.path, None)
+            raise
+        return self
+
+    def _acquire(self) -> None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -48,11 +68,14 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
-        self._held[self.path] = 1
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._held[self.path] -= 1
+        with self._guard:
+            owner, depth = self._held[self.path]
+            if depth > 1:
+                self._held[self.path] = (owner, depth - 1)
+            else:
+                del self._held[self.path]
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..errors import ConfigMismatchError, E5VError, StoreError, require
 from . import ann, exact as exact_search
+from .filters import check_raw_where, compile_filter
 from .lock import LOCK_NAME, WriterLock
 from .schema import TABLE, check_config, make_schema, stored_config, to_arrow
 from .walk import Problem, Record, discover
@@ -32,6 +34,9 @@ KINDS = ("text", "image", "composed")
 #: Rows per commit unless told otherwise: small enough that a kill loses little work, large enough
 #: that a store does not drown in tiny fragments (they are compacted at the end of ``add`` anyway).
 DEFAULT_COMMIT_EVERY = 64
+#: Content hashes are sha256 hex digests; ids are their first 16 digits and are quoted into SQL, so anything
+#: else is refused at the door (a quote in a hash would otherwise break every later exact search).
+_HEX_HASH = re.compile(r"[0-9a-f]{16,128}")
 _RESULT_COLUMNS = ["id", "path", "kind", "text", "metadata", "_distance"]
 
 
@@ -151,16 +156,8 @@ class Store:
         with WriterLock(self.root):
             self._table.checkout_latest()
             existing = self._existing_hashes()
-            todo: list[Record] = []
-            for found in _scanning(discover(sources, text_unit=text_unit, pairs=pairs), show_progress):
-                if isinstance(found, Problem):
-                    (report.unsupported if found.unsupported else report.failed).append((found.source, found.reason))
-                elif found.hash in existing:
-                    report.skipped_existing += 1
-                else:
-                    existing.add(found.hash)
-                    todo.append(found)
-            commits = self._embed_and_commit(todo, batch_size, max(1, commit_every), show_progress, report)
+            commits = self._embed_and_commit(discover(sources, text_unit=text_unit, pairs=pairs), existing,
+                                             batch_size, max(1, commit_every), show_progress, report)
             if commits > 8:
                 self._table.optimize()  # compact the small per-commit fragments (and update an ANN index)
             report.total_rows = self._table.count_rows()
@@ -218,8 +215,9 @@ class Store:
             return f"expected a dict, got {type(row).__name__}"
         if row.get("kind") not in KINDS:
             return f"kind must be one of {KINDS}, got {row.get('kind')!r}"
-        if not isinstance(row.get("hash"), str) or len(row["hash"]) < 16:
-            return "missing content hash"
+        if not isinstance(row.get("hash"), str) or not _HEX_HASH.fullmatch(row["hash"]):
+            return ("hash must be a lower-case hex content hash of 16 to 128 digits (see "
+                    "e5v.store.walk.content_hash), got " + repr(row.get("hash"))[:80])
         vector = row.get("vector")
         if vector is None:
             return f"no vector: {row.get('error') or 'the item failed to embed'}"
@@ -228,28 +226,44 @@ class Store:
             return f"vector must be {self.dim} finite floats"
         return None
 
-    def _embed_and_commit(self, todo: list[Record], batch_size: int, commit_every: int, show: bool,
-                          report: AddReport) -> int:
-        """Embed ``todo`` chunk by chunk; each chunk's good rows are one atomic commit. Returns #commits."""
+    def _embed_and_commit(self, found: Iterable[Record | Problem], existing: set[str], batch_size: int,
+                          commit_every: int, show: bool, report: AddReport) -> int:
+        """Embed what discovery yields, ``commit_every`` new records at a time, each chunk one atomic commit:
+        memory holds one chunk whatever the sources hold, and a kill loses at most one chunk. Returns #commits."""
         from tqdm.auto import tqdm
 
-        commits = 0
-        with tqdm(total=len(todo), unit="item", desc="indexing", disable=not show or not todo) as bar:
-            for i in range(0, len(todo), commit_every):
-                chunk = todo[i:i + commit_every]
-                result = self.model.encode_with_details([r.item for r in chunk], batch_size=batch_size,
-                                                        show_progress_bar=False)
-                now = datetime.now(timezone.utc)
-                rows = []
-                for j, rec in enumerate(chunk):
-                    vec = result.vectors[j]
-                    if j in result.errors or not np.isfinite(vec).all():
-                        report.failed.append((rec.path or f"item {i + j}", result.errors.get(j, "non-finite vector")))
-                        continue
-                    rows.append(_row(rec.hash, rec.kind, rec.path, rec.text, rec.metadata, vec, now))
-                commits += self._commit(rows, report)
-                bar.update(len(chunk))
+        commits, chunk = 0, []
+        with tqdm(unit="item", desc="indexing", disable=not show) as bar:
+            for record in found:
+                if isinstance(record, Problem):
+                    (report.unsupported if record.unsupported else report.failed).append((record.source, record.reason))
+                elif record.hash in existing:
+                    report.skipped_existing += 1
+                else:
+                    existing.add(record.hash)
+                    chunk.append(record)
+                if len(chunk) >= commit_every:
+                    commits += self._embed_chunk(chunk, batch_size, report)
+                    bar.update(len(chunk))
+                    chunk = []
+            commits += self._embed_chunk(chunk, batch_size, report)
+            bar.update(len(chunk))
         return commits
+
+    def _embed_chunk(self, chunk: list[Record], batch_size: int, report: AddReport) -> int:
+        if not chunk:
+            return 0
+        result = self.model.encode_with_details([r.item for r in chunk], batch_size=batch_size,
+                                                show_progress_bar=False)
+        now = datetime.now(timezone.utc)
+        rows = []
+        for j, rec in enumerate(chunk):
+            vec = result.vectors[j]
+            if j in result.errors or not np.isfinite(vec).all():
+                report.failed.append((rec.path or f"item {report.added + j}", result.errors.get(j, "non-finite vector")))
+                continue
+            rows.append(_row(rec.hash, rec.kind, rec.path, rec.text, rec.metadata, vec, now))
+        return self._commit(rows, report)
 
     def _commit(self, rows: list[dict], report: AddReport) -> int:
         """One atomic LanceDB commit of ``rows`` (nothing for none); returns the number of commits made."""
@@ -267,7 +281,7 @@ class Store:
 
     # ----------------------------------------------------------------- searching
     def search(self, query: Any, k: int = 10, where: str | None = None, kind: str | None = None, *,
-               exact: bool | None = None, nprobes: int | None = None, refine_factor: int = ann.REFINE_FACTOR
+               filter: dict | None = None, exact: bool | None = None, nprobes: int | None = None, refine_factor: int = ann.REFINE_FACTOR
                ) -> list[dict]:
         """Top-``k`` items by cosine similarity to ``query``.
 
@@ -276,6 +290,8 @@ class Store:
             where: SQL filter on the columns (``kind``, ``path``, ``text``, ``hash``, ``added_at``) and
                 metadata via ``json_get_string(metadata, 'key')`` / ``json_get_int`` / ``json_get_float``.
             kind: only "text", "image" or "composed" items.
+            filter: a structured metadata filter (``e5v.store.filters``: ``{"source": "web", "year": {"$gte":
+                2020}}``), compiled with every value quoted: the form to take from untrusted callers.
             exact: None uses the ANN index when the store has one, else an exact search; True is always exact.
                 The first exact query of a ``Store`` is LanceDB's flat scan; later ones rank an in-memory copy
                 of the vectors (read once per table version, about two scans' worth of time) for stores up to
@@ -292,7 +308,9 @@ class Store:
             raise ValueError("k must be >= 1")
         vector = self._query_vector(query)
         self._table.checkout_latest()
-        filters = [f"({where})"] if where else []
+        filters = [check_raw_where(where)] if where else []
+        if filter is not None:
+            filters.append(compile_filter(filter))
         if kind:
             filters.append(f"kind = '{kind}'")
         use_ann = not exact and ann.has_ann(self._table)
@@ -409,13 +427,6 @@ def _model_config(model: Any) -> dict:
         raise E5VError("a store holds one vector per item; load the model with a single-vector pooling "
                        "(not 'tokens')")
     return config
-
-
-def _scanning(found: Iterable, show: bool) -> Iterable:
-    """Discovery (reading + hashing every file) under a counter, so a big folder does not look stuck."""
-    from tqdm.auto import tqdm
-
-    return tqdm(found, unit="item", desc="scanning", disable=not show, leave=False)
 
 
 def _row(content_hash: str, kind: str, path: str | None, text: str | None, metadata: dict | None,

@@ -15,9 +15,9 @@ same content added twice, from any path, is stored once.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,21 +85,22 @@ def _from_path(path: Path, text_unit: str, pairs: str) -> Iterator[Record | Prob
 
 
 def _from_file(path: Path, text_unit: str, pairs: str) -> Iterator[Record | Problem]:
-    """Sniff one file by content. Images are hashed by streaming (never held in memory here)."""
+    """Sniff one file by content. Images are hashed by streaming; text files and manifests are read line by
+    line (a 300k-line file is not held as records: ``Store.add`` embeds and commits as they come)."""
     try:
         if path.suffix.lower() in MANIFEST_SUFFIXES:
-            yield from _manifest(path, path.read_bytes(), pairs)
+            yield from _manifest(path, pairs)
         elif _is_image(path):
             yield Record("image", path, _sha(b"image", _file_sha(path).encode()), str(path.resolve()), None, {})
         elif path.stat().st_size > MAX_TEXT_BYTES:
             yield Problem(str(path), f"not an image, and larger than {MAX_TEXT_BYTES >> 20} MB for a text file",
                           unsupported=True)
-        elif (text := _as_text(data := path.read_bytes())) is not None:
-            yield from _text_records(path, text, text_unit)
-        elif not data:
+        elif path.stat().st_size == 0:
             yield Problem(str(path), "empty file", unsupported=True)
-        else:
+        elif not _looks_like_text(path):
             yield Problem(str(path), "neither an image PIL can read nor UTF-8 text", unsupported=True)
+        else:
+            yield from _text_records(path, text_unit)
     except OSError as exc:
         yield Problem(str(path), f"cannot read: {exc.strerror or exc}")
 
@@ -125,72 +126,115 @@ def _file_sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def _as_text(data: bytes) -> str | None:
-    if not data or b"\x00" in data[:_SNIFF_BYTES]:
-        return None
+def _looks_like_text(path: Path) -> bool:
+    """No NUL byte and valid UTF-8 in the first bytes (the rest is checked while reading)."""
+    with path.open("rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if b"\x00" in head:
+        return False
     try:
-        return data.decode("utf-8-sig")
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a cut multi-byte char is fine
     except UnicodeDecodeError:
-        return None
+        return False
+    return True
 
 
-def _text_records(path: Path, text: str, unit: str) -> Iterator[Record]:
+def _lines(path: Path) -> Iterator[str]:
+    """A UTF-8 file's lines, split exactly as ``str.splitlines`` splits the whole text (so line numbers and
+    content hashes match stores built when whole files were read), without holding the file."""
+    with path.open(encoding="utf-8-sig", newline=None) as f:
+        for raw in f:
+            yield from raw.splitlines() or [""]
+
+
+def _text_records(path: Path, unit: str) -> Iterator[Record | Problem]:
     where = str(path.resolve())
-    if unit == "file":
-        if text.strip():
-            yield text_record(text.strip(), where, {})
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield text_record(line.strip(), f"{where}#L{number}", {"line": number})
+    number = 0
+    try:
+        if unit == "file":
+            text = path.read_text(encoding="utf-8-sig")
+            if text.strip():
+                yield text_record(text.strip(), where, {})
+            return
+        for number, line in enumerate(_lines(path), start=1):
+            if line.strip():
+                yield text_record(line.strip(), f"{where}#L{number}", {"line": number})
+    except UnicodeDecodeError as exc:
+        yield Problem(f"{where}#L{number + 1}", f"invalid UTF-8 ({exc.reason}); the lines before it were added")
 
 
-def _manifest(path: Path, data: bytes, pairs: str) -> Iterator[Record | Problem]:
-    text = _as_text(data)
-    if text is None:
+def _manifest(path: Path, pairs: str) -> Iterator[Record | Problem]:
+    if not _looks_like_text(path):
         yield Problem(str(path), "manifest is not UTF-8 text")
         return
     base = path.resolve().parent
-    for number, row in _manifest_rows(path, text):
-        where = f"{path.resolve()}#{number}"
-        if isinstance(row, str):
-            yield Problem(where, row)
-            continue
-        image, caption = row.pop("image", None), row.pop("text", None)
-        image = image if image not in ("", None) else None
-        caption = caption if caption not in ("", None) else None
-        meta = {k: v for k, v in row.items() if k is not None}
-        if image is None and caption is None:
-            yield Problem(where, "row has neither an 'image' nor a 'text' value")
-            continue
-        if caption is not None and not isinstance(caption, str):
-            yield Problem(where, f"'text' must be a string, got {type(caption).__name__}")
-            continue
-        if image is None:
-            yield text_record(caption, where, meta)
-            continue
-        image_path = Path(image) if Path(image).is_absolute() else base / image
-        try:
-            image_digest = _file_sha(image_path)
-        except OSError as exc:
-            yield Problem(where, f"image {image_path}: {exc.strerror or exc}")
-            continue
-        if caption is None or pairs == "separate":
-            yield Record("image", image_path, _sha(b"image", image_digest.encode()), str(image_path), None, meta)
-            if caption is not None:
-                yield text_record(caption, where, meta)
-        else:
-            digest = _sha(b"composed", image_digest.encode(), caption.encode())
-            yield Record("composed", {"image": image_path, "text": caption}, digest, str(image_path), caption, meta)
+    try:
+        for number, row in _manifest_rows(path):
+            yield from _manifest_row(path, base, number, row, pairs)
+    except UnicodeDecodeError as exc:
+        yield Problem(str(path), f"manifest is not UTF-8 text ({exc.reason}); the rows before it were added")
 
 
-def _manifest_rows(path: Path, text: str) -> Iterator[tuple[int, dict | str]]:
-    """(row number, row dict or error message); numbers are 1-based data rows."""
-    if path.suffix.lower() == ".csv":
-        for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=1):
-            yield number, dict(row)
+def _manifest_row(path: Path, base: Path, number: int, row: dict | str, pairs: str) -> Iterator[Record | Problem]:
+    where = f"{path.resolve()}#{number}"
+    if isinstance(row, str):
+        yield Problem(where, row)
         return
-    yield from numbered_objects(text.splitlines())
+    image, caption = row.pop("image", None), row.pop("text", None)
+    image = image if image not in ("", None) else None
+    caption = caption if caption not in ("", None) else None
+    meta = {k: v for k, v in row.items() if k is not None}
+    if image is None and caption is None:
+        yield Problem(where, "row has neither an 'image' nor a 'text' value")
+        return
+    if caption is not None and not isinstance(caption, str):
+        yield Problem(where, f"'text' must be a string, got {type(caption).__name__}")
+        return
+    if image is None:
+        yield text_record(caption, where, meta)
+        return
+    if not isinstance(image, str):
+        yield Problem(where, f"'image' must be a path string, got {type(image).__name__}")
+        return
+    image_path = Path(image) if Path(image).is_absolute() else base / image
+    try:
+        image_digest = _file_sha(image_path)
+    except OSError as exc:
+        yield Problem(where, f"image {image_path}: {exc.strerror or exc}")
+        return
+    if caption is None or pairs == "separate":
+        yield Record("image", image_path, _sha(b"image", image_digest.encode()), str(image_path), None, meta)
+        if caption is not None:
+            yield text_record(caption, where, meta)
+    else:
+        digest = _sha(b"composed", image_digest.encode(), caption.encode())
+        yield Record("composed", {"image": image_path, "text": caption}, digest, str(image_path), caption, meta)
+
+
+def _manifest_rows(path: Path) -> Iterator[tuple[int, dict | str]]:
+    """(row number, row dict or error message), streamed; numbers are 1-based data rows."""
+    if path.suffix.lower() == ".csv":
+        yield from csv_rows(path)
+        return
+    yield from numbered_objects(_lines(path))
+
+
+def csv_rows(path: Path) -> Iterator[tuple[int, dict | str]]:
+    """CSV data rows as dicts, streamed; a malformed row (e.g. a field over the csv module's limit) is its
+    error message, and reading goes on with the next row."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        number = 0
+        while True:
+            number += 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield number, f"malformed CSV row: {exc}"
+                continue
+            yield number, dict(row)
 
 
 def _from_memory(obj: Any) -> Iterator[Record | Problem]:
