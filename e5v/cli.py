@@ -75,7 +75,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    cli(prog_name="e5v")  # the same name in usage and errors for `e5v` and `python -m e5v`
 
 
 if __name__ == "__main__":  # pragma: no cover

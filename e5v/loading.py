@@ -8,6 +8,7 @@ processor and model against each other, so users never patch anything by hand.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,12 +184,26 @@ def _load_tokenizer(path: Path):
     return tokenizer
 
 
+def has_image_processor_config(path: Path) -> bool:
+    """Either layout of the image processor's settings (DESIGN.md §2.9): ``preprocessor_config.json`` (the hub's
+    e5-v, transformers 4.x) or an ``image_processor`` entry inside ``processor_config.json`` (what
+    ``save_pretrained`` of transformers 5 writes, with no preprocessor_config.json at all)."""
+    if (path / "preprocessor_config.json").is_file():
+        return True
+    try:
+        nested = json.loads((path / "processor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(nested, dict) and isinstance(nested.get("image_processor"), dict)
+
+
 def _load_image_processor(path: Path):
     """The LLaVA-NeXT image processor; the PIL backend when torchvision is absent (CPU installs)."""
     from transformers import AutoImageProcessor
 
-    if not (path / "preprocessor_config.json").is_file():
-        raise ModelLoadError(f"{path} has no preprocessor_config.json (the image processor's settings)")
+    if not has_image_processor_config(path):
+        raise ModelLoadError(f"{path} has no image processor settings (neither preprocessor_config.json nor an "
+                             "'image_processor' entry in processor_config.json)")
     try:
         return AutoImageProcessor.from_pretrained(path)
     except Exception:
