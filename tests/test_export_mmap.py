@@ -104,7 +104,7 @@ def test_mmap_route_matches_from_pretrained_route(both_routes, bf16_checkpoint):
 
 
 def test_fp32_checkpoint_with_bf16_load_falls_back_with_a_log_line(tiny_model_path, tmp_path):
-    from e5v.export.mmap_load import stored_dtypes
+    from e5v.checkpoint import stored_dtypes
     from e5v.export.openvino import _load_base
 
     lines = []

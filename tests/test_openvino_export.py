@@ -152,3 +152,42 @@ def test_bf16_load_route_keeps_int8_parity(tiny_model_path, model, tmp_path):
     assert float((got * model.encode(items)).sum(1).min()) >= 0.99
     with pytest.raises(ValueError, match="fp32 export needs"):
         export_openvino(str(tiny_model_path), tmp_path / "x", weights="fp32", load_dtype="bf16")
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../x.bin", "sub/dir.bin", ".hidden"])
+def test_manifest_names_outside_the_export_dir_are_refused(damaged, name):
+    from e5v import __version__
+
+    data = json.loads((damaged / MANIFEST).read_text())
+    data["files"][name] = {"size": 1, "sha256": "0" * 64}
+    (damaged / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(ModelLoadError, match="outside the export directory"):
+        verify_manifest(damaged, __version__)
+
+
+def test_manifest_file_entry_without_size_is_corrupt_not_a_key_error(damaged):
+    from e5v import __version__
+
+    data = json.loads((damaged / MANIFEST).read_text())
+    first = next(iter(data["files"]))
+    del data["files"][first]["size"]
+    (damaged / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(ModelLoadError, match="integer 'size'"):
+        verify_manifest(damaged, __version__)
+    with pytest.raises(ModelLoadError, match="integer 'size'"):
+        E5V.from_pretrained(damaged)
+
+
+@pytest.mark.parametrize("memory_map", [False, True])
+def test_an_incomplete_checkpoint_is_refused_on_every_load_route(tiny_model_path, tmp_path, memory_map):
+    """The copied route (from_pretrained: a checkpoint whose dtype differs from the export's, or
+    memory_map=False) used to export missing tensors as random weights; both routes refuse now."""
+    from safetensors.torch import load_file, save_file
+
+    broken = shutil.copytree(tiny_model_path, tmp_path / "broken")
+    tensors = load_file(broken / "model.safetensors")
+    dropped = next(k for k in tensors if "layers.1.mlp.down_proj" in k)
+    del tensors[dropped]
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="1 missing"):
+        export_openvino(str(broken), tmp_path / "out", weights="fp32", memory_map=memory_map, log=lambda m: None)

@@ -97,3 +97,40 @@ def test_cli_reports_bad_rows_before_loading_a_model(tmp_path):
     assert result.exit_code == 1
     assert "line 1: column 'sent1' is empty" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_csv_field_over_the_csv_limit_is_a_data_error_naming_the_line(tmp_path):
+    path = write(tmp_path / "d.csv", "sent0,sent1,hard_neg\na,b,c\n" + "x" * 140_000 + ",b,c\nd,e,f\n")
+    with pytest.raises(DataError, match=r"line 3: malformed row: field larger than field limit"):
+        read_examples(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_invalid_utf8_is_a_data_error_not_a_decode_crash(tmp_path, suffix):
+    good = "sent0,sent1,hard_neg\na,b,c\n" if suffix == ".csv" else '{"sent0": "a", "sent1": "b", "hard_neg": "c"}\n'
+    path = tmp_path / f"d{suffix}"
+    path.write_bytes(good.encode() + b"\xff\xfe broken \xc3\n")
+    with pytest.raises(DataError, match="invalid UTF-8"):
+        read_examples(path)
+
+
+def test_resume_refuses_a_training_state_that_would_run_code(tmp_path):
+    """training_state.pt is read with torch.load(weights_only=True): a pickle that runs code is refused."""
+    import torch
+
+    from e5v.errors import ModelLoadError
+    from e5v.train.checkpoint import STATE_FILE, TENSORS_FILE, load_checkpoint
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    checkpoint = tmp_path / "step-00000003"
+    checkpoint.mkdir()
+    (checkpoint / STATE_FILE).write_text(json.dumps({"step": 3}))
+    torch.save({"optimizer": Evil(), "rng": torch.get_rng_state()}, checkpoint / TENSORS_FILE)
+    with pytest.raises(ModelLoadError, match="unreadable"):
+        load_checkpoint(None, None, checkpoint)
+    assert not marker.exists()

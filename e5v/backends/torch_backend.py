@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import load_checked
 from ..errors import ModelLoadError
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -110,27 +111,6 @@ class TorchBackend:
             use_cache=False,
         )
         return out.last_hidden_state
-
-
-def load_checked(model_cls: Any, path: Any, dtype: torch.dtype) -> Any:
-    """``from_pretrained`` that refuses checkpoints with missing or mis-shaped tensors.
-
-    transformers only logs them and initialises those weights randomly: every vector would be silently
-    wrong. The lm_head is exempt (e5v drops it).
-    """
-    try:
-        model, info = model_cls.from_pretrained(path, dtype=dtype, output_loading_info=True)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the model weights from {path}: {exc}") from exc
-    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("lm_head"))
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
-    if missing or mismatched:
-        listing = ", ".join((missing + mismatched)[:5])
-        raise ModelLoadError(
-            f"the checkpoint in {path} does not match its config: {len(missing)} missing and {len(mismatched)} "
-            f"mis-shaped tensors (e.g. {listing}); it is incomplete or corrupt (re-download it)"
-        )
-    return model
 
 
 def _apply_lora(base: Any, lora: str) -> Any:

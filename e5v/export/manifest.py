@@ -77,6 +77,12 @@ def read_manifest(directory: Path) -> Manifest:
         raise ModelLoadError(f"{path} is corrupt ({exc}); run `e5v export` again") from None
 
 
+def _plain_name(name: object) -> bool:
+    """A file name directly inside the export directory: no separators, no '..', not absolute, not hidden."""
+    return (isinstance(name, str) and bool(name) and name == Path(name).name and "\\" not in name
+            and name not in (".", "..") and not name.startswith("."))
+
+
 def verify_manifest(directory: Path, current_version: str, *, checksums: bool = False) -> Manifest:
     """Read the manifest and refuse an export this e5v cannot trust; returns the manifest."""
     directory = Path(directory)
@@ -91,6 +97,17 @@ def verify_manifest(directory: Path, current_version: str, *, checksums: bool = 
             f"`e5v export --model {m.source_model} --weights {m.weights} --output {directory}`")
     if m.weights not in WEIGHTS:
         raise ModelLoadError(f"{directory}: unknown weights mode {m.weights!r} in the manifest")
+    if not isinstance(m.parts, dict) or not isinstance(m.files, dict):
+        raise ModelLoadError(f"{directory}/{MANIFEST} is corrupt (parts and files must be objects); "
+                             "run `e5v export` again")
+    for name, entry in m.files.items():
+        if not _plain_name(name):
+            raise ModelLoadError(f"{directory}/{MANIFEST} names a file outside the export directory ({name!r}); "
+                                 "refused: an export only holds files of its own")
+        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) \
+                or not isinstance(entry.get("sha256"), str):
+            raise ModelLoadError(f"{directory}/{MANIFEST} is corrupt: the entry for {name!r} needs an integer "
+                                 "'size' and a 'sha256'; run `e5v export` again")
     missing = [name for name in m.parts.values() if name not in m.files]
     if missing:
         raise ModelLoadError(f"{directory}: manifest lists parts without file records: {missing}")

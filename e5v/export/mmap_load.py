@@ -18,69 +18,14 @@ view is enough); ``export_openvino`` falls back to ``from_pretrained`` otherwise
 
 from __future__ import annotations
 
-import json
 import mmap
-import struct
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import _DTYPES, base_key, check_complete, checkpoint_files, read_header, vision_key
 from ..errors import ModelLoadError
 
-_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
-
-
-def checkpoint_files(source: Path) -> list[Path]:
-    """The safetensors files of a checkpoint dir (sharded via its index, or a single file); [] if none."""
-    index = source / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError) as exc:
-            raise ModelLoadError(f"{index} is corrupt ({exc}); re-download the checkpoint") from exc
-        return [source / name for name in names]
-    single = source / "model.safetensors"
-    return [single] if single.is_file() else []
-
-
-def read_header(path: Path) -> tuple[dict, int]:
-    """A safetensors file's header ``{name: {dtype, shape, data_offsets}}`` and where its data starts.
-
-    Refuses a missing or truncated file up front, naming it, rather than failing on first access to a page
-    past the end (SIGBUS).
-    """
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint shard {path.name} is missing from {path.parent}; re-download it")
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise ModelLoadError(f"checkpoint shard {path} is truncated ({size} bytes); re-download it")
-        (length,) = struct.unpack("<Q", head)
-        if 8 + length > size:
-            raise ModelLoadError(f"checkpoint shard {path} is truncated (header past the end); re-download it")
-        try:
-            header = json.loads(handle.read(length))
-        except ValueError as exc:
-            raise ModelLoadError(f"checkpoint shard {path} has a corrupt header ({exc}); re-download it") from exc
-    header.pop("__metadata__", None)
-    start = 8 + length
-    end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
-    if start + end > size:
-        raise ModelLoadError(f"checkpoint shard {path} is truncated: {size} bytes, its header needs "
-                             f"{start + end}; re-download it")
-    return header, start
-
-
-def stored_dtypes(source: Path) -> set[torch.dtype]:
-    """Dtypes of the floating-point tensors on disk (headers only, nothing read)."""
-    found = set()
-    for path in checkpoint_files(source):
-        header, _ = read_header(path)
-        found |= {_DTYPES.get(entry["dtype"]) for entry in header.values()}
-    return {dtype for dtype in found if dtype is not None and dtype.is_floating_point}
 
 
 def mapped_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
@@ -144,14 +89,8 @@ def load_base_mmap(source: Path, config) -> torch.nn.Module:
     for name, tensor in mapped_tensors(files).items():
         key = base_key(name)
         if key is not None:
-            weights[_vision_key(key, expected)] = tensor
-    missing = sorted(set(expected) - set(weights))
-    mismatched = sorted(k for k in set(expected) & set(weights) if tuple(weights[k].shape) != expected[k])
-    if missing or mismatched:
-        listing = ", ".join(missing[:3] + [f"{k} {tuple(weights[k].shape)} != {expected[k]}" for k in mismatched[:3]])
-        raise ModelLoadError(f"the checkpoint in {source} does not match its config: {len(missing)} missing and "
-                             f"{len(mismatched)} mis-shaped tensors (e.g. {listing}); it is incomplete or corrupt "
-                             "(re-download it)")
+            weights[vision_key(key, expected)] = tensor
+    check_complete(expected, {k: tuple(t.shape) for k, t in weights.items()}, source)
     base.load_state_dict({k: weights[k] for k in expected}, strict=True, assign=True)
     _rebuild_buffers(base)
     return base.eval().requires_grad_(False)

@@ -120,7 +120,8 @@ def _load_base(source: Path, config, dtype: torch.dtype, memory_map: bool, log) 
     from transformers import LlavaNextForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
-    from .mmap_load import load_base_mmap, stored_dtypes
+    from ..checkpoint import load_checked, stored_dtypes
+    from .mmap_load import load_base_mmap
 
     stored = stored_dtypes(source)
     name = str(dtype).replace("torch.", "")
@@ -134,10 +135,7 @@ def _load_base(source: Path, config, dtype: torch.dtype, memory_map: bool, log) 
     else:
         log(f"loading {source} with from_pretrained")
     hf_logging.disable_progress_bar()
-    try:
-        full = LlavaNextForConditionalGeneration.from_pretrained(source, dtype=dtype)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the model weights from {source}: {exc}") from exc
+    full = load_checked(LlavaNextForConditionalGeneration, source, dtype)  # refuses missing/mis-shaped tensors
     base = full.model
     full.lm_head = None  # never exported: embeddings need no logits
     del full

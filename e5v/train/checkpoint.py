@@ -10,6 +10,7 @@ renamed, so an interrupted save never leaves a half checkpoint that resume would
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,12 @@ def load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, directory: Pat
     from safetensors.torch import load_file
 
     state = json.loads((directory / STATE_FILE).read_text())
+    try:  # tensors and plain containers only: a checkpoint directory must not be able to run code
+        tensors = torch.load(directory / TENSORS_FILE, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise ModelLoadError(f"checkpoint {directory} has an unreadable {TENSORS_FILE} (only tensors and plain "
+                             f"values are accepted): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from None
     weights = load_file(str(directory / "adapter_model.safetensors"))
     result = peft.set_peft_model_state_dict(model, weights)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
@@ -67,7 +74,6 @@ def load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, directory: Pat
     if unexpected or len(weights) != trainable:
         raise ModelLoadError(f"checkpoint {directory} does not match this model's LoRA layout "
                              f"({len(weights)} tensors for {trainable} trainable, unexpected {unexpected[:3]})")
-    tensors = torch.load(directory / TENSORS_FILE, weights_only=False)
     optimizer.load_state_dict(tensors["optimizer"])
     torch.set_rng_state(tensors["rng"])
     return state

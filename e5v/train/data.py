@@ -58,7 +58,7 @@ def read_examples(path: str | Path, columns: Columns = Columns()) -> list[Exampl
     else:
         raise DataError(f"{path}: unknown data format {suffix!r}; use .csv, .tsv or .jsonl")
     examples, problems = [], []
-    for line, record in records:
+    for line, record in _decoded(records, path):
         if isinstance(record, str):  # a parse problem reported by the reader
             problems.append(f"line {line}: {record}")
             continue
@@ -74,6 +74,17 @@ def read_examples(path: str | Path, columns: Columns = Columns()) -> list[Exampl
     if not examples:
         raise DataError(f"{path}: no training rows")
     return examples
+
+
+def _decoded(records: Iterator[tuple[int, dict | str]], path: Path) -> Iterator[tuple[int, dict | str]]:
+    """``records``, with invalid UTF-8 turned into a DataError naming where reading stopped."""
+    line = 0
+    try:
+        for line, record in records:
+            yield line, record
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: invalid UTF-8 after line {line} ({exc.reason} at byte {exc.start} of a read "
+                        "block); save the file as UTF-8") from None
 
 
 def has_negatives(examples: list[Example]) -> bool:
@@ -120,7 +131,15 @@ def _delimited_records(path: Path, delimiter: str, columns: Columns) -> Iterator
             return
         _check_header(path, header, columns)
         start = reader.line_num + 1
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a field over the csv module's 131,072-character limit
+                line, start = start, reader.line_num + 1
+                yield line, f"malformed row: {exc}"
+                continue
             line, start = start, reader.line_num + 1
             if not row or all(not cell.strip() for cell in row):
                 continue

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ModelLoadError
 from ..loading import resolve_model_path
-from .model import LM_PREFIXES
+from ..checkpoint import checkpoint_files, lm_key
 
 #: peft's key prefix for a LoRA on the bare language model (what ``e5v train`` saves).
 ADAPTER_PREFIX = "base_model.model."
@@ -37,7 +37,7 @@ def merge_lora(model: str, lora: str | Path, output: str | Path) -> Path:
         raise ModelLoadError("--output must differ from the base model directory")
     if output.exists() and any(output.iterdir()):
         raise ModelLoadError(f"{output} exists and is not empty; choose a new --output directory")
-    shards = sorted(base.glob("*.safetensors"))
+    shards = checkpoint_files(base) or sorted(base.glob("*.safetensors"))
     if not shards:
         raise ModelLoadError(f"no .safetensors weights in {base} (e5v merge needs safetensors checkpoints)")
     output.mkdir(parents=True, exist_ok=True)
@@ -74,10 +74,8 @@ def _lm_module(key: str) -> str | None:
     """``language_model.model.layers.0.self_attn.q_proj.weight`` -> ``layers.0.self_attn.q_proj``."""
     if not key.endswith(".weight"):
         return None
-    for prefix in LM_PREFIXES:
-        if key.startswith(prefix):
-            return key[len(prefix):-len(".weight")]
-    return None
+    inner = lm_key(key)
+    return inner[:-len(".weight")] if inner is not None else None
 
 
 def _read_adapter(lora: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:

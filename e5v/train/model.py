@@ -10,20 +10,18 @@ ids restarting at each row's first real token, the final-norm state of the last 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..checkpoint import LM_PREFIXES, check_loading_info, checkpoint_files, lm_key
 from ..errors import InputError, ModelLoadError, require
 from ..loading import Components, load_components
 from ..prompts import PromptSet, render, split_around_text
 
 #: LoRA targets of the paper: every attention and MLP projection of the decoder.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-#: Key prefixes of the language model (without lm_head) in LLaVA-NeXT checkpoints, newest first.
-LM_PREFIXES = ("model.language_model.", "language_model.model.")
 
 
 def load_components_for_training(model: str) -> Components:
@@ -44,10 +42,9 @@ def load_language_model(path: str | Path, config: Any, dtype: torch.dtype = torc
     for file in _weight_files(Path(path)):
         with safe_open(str(file), framework="pt") as handle:
             for key in handle.keys():
-                for prefix in LM_PREFIXES:
-                    if key.startswith(prefix):
-                        # cast on read: a bf16 run never holds an fp32 copy of the weights
-                        state[key[len(prefix):]] = handle.get_tensor(key).to(dtype)
+                inner = lm_key(key)
+                if inner is not None:  # cast on read: a bf16 run never holds an fp32 copy of the weights
+                    state[inner] = handle.get_tensor(key).to(dtype)
     if not state:
         raise ModelLoadError(f"no language-model tensors (prefixes {LM_PREFIXES}) in the checkpoint at {path}")
     model_cls = MODEL_MAPPING[type(config.text_config)]
@@ -56,20 +53,14 @@ def load_language_model(path: str | Path, config: Any, dtype: torch.dtype = torc
                                                 output_loading_info=True)
     except Exception as exc:
         raise ModelLoadError(f"cannot build the language model from {path}: {exc}") from exc
-    bad = sorted(info.get("missing_keys", ())) + sorted(str(k) for k in info.get("mismatched_keys", ()))
-    if bad:
-        raise ModelLoadError(f"the language model in {path} is incomplete or mis-shaped (e.g. {bad[:5]})")
+    check_loading_info(info, path, "language model")
     model.config._name_or_path = str(path)  # recorded by peft as the adapter's base_model_name_or_path
     model.name_or_path = str(path)
     return model
 
 
 def _weight_files(path: Path) -> list[Path]:
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [path / n for n in names]
-    files = sorted(path.glob("*.safetensors"))
+    files = checkpoint_files(path) or sorted(path.glob("*.safetensors"))
     if not files:
         raise ModelLoadError(f"no .safetensors weights in {path} (training needs safetensors checkpoints)")
     return files
