@@ -18,6 +18,7 @@ import openai
 import pytest
 from PIL import Image
 from server_util import cos, data_uri, png_bytes, serve
+from test_image_boundary import exif_retagged_jpeg
 
 KEY = "test-key-0123456789"
 NAME = "e5v-test"
@@ -231,10 +232,21 @@ def test_bad_base64_and_corrupt_images(http, images):
            "not an image": data_uri(b"hello, I am not an image at all"),
            "truncated png": data_uri(png[: len(png) // 3]),
            "wrong media type": "data:text/plain;base64," + base64.b64encode(png).decode(),
-           "file url": "file:///etc/passwd"}
+           "file url": "file:///etc/passwd",
+           "exif struct.error jpeg": data_uri(exif_retagged_jpeg(), "image/jpeg"),
+           "cut jpeg, end marker restored": data_uri(_cut_jpeg(images["green wide"]), "image/jpeg"),
+           "eps (not allowed)": data_uri(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "image/eps")}
     for name, uri in bad.items():
         err = assert_error(post(http, {"model": NAME, "input": ["ok text", [image_part(uri)]]}), 400)
         assert "input[1]" in err["message"], (name, err)
+
+
+def _cut_jpeg(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG")
+    return buf.getvalue()[: len(buf.getvalue()) // 2] + b"\xff\xd9"
 
 
 def test_a_bad_item_fails_only_its_own_request(http):

@@ -245,3 +245,25 @@ def test_write_store_then_search_and_rerun_adds_nothing(spark, stage, model, ima
     with pytest.raises(ValueError, match="normalize"):
         unnormalised = stage.copy({stage.inputCol: "text", stage.normalize: False})
         write_store(unnormalised.transform(texts), str(db), unnormalised)
+
+
+def test_hostile_files_give_null_rows_with_messages_not_failed_tasks(spark, stage, model, images, tmp_path):
+    """The EXIF-retagged JPEG (struct.error inside Pillow) and a cut JPEG with its end marker put back used
+    to fail the task or embed grey rows; each is one null row with its reason, the good file embeds."""
+    import io
+
+    from test_image_boundary import exif_retagged_jpeg
+
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    images["red square"].save(folder / "good.png")
+    (folder / "exif.jpg").write_bytes(exif_retagged_jpeg())
+    buf = io.BytesIO()
+    images["green wide"].save(buf, format="JPEG", progressive=True)
+    (folder / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2] + b"\xff\xd9")
+    df = spark.read.format("binaryFile").load(str(folder))
+    rows = {Path(r.path).name: r for r in stage.copy({stage.inputCol: "content"}).transform(df).collect()}
+    assert rows["exif.jpg"].embedding is None and "cannot decode image" in rows["exif.jpg"].embedding_error
+    assert rows["cut.jpg"].embedding is None and "incomplete or corrupt JPEG" in rows["cut.jpg"].embedding_error
+    assert rows["good.png"].embedding_error is None
+    assert _cos(rows["good.png"].embedding, model.encode([folder / "good.png"])[0]) >= COS
