@@ -47,30 +47,6 @@ def mapped_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def base_key(name: str) -> str | None:
-    """Checkpoint key (royokong/e5-v's transformers-4 layout or transformers-5's) -> LlavaNextModel key.
-
-    None for the lm_head, which an embedding never uses.
-    """
-    if name.startswith("model."):  # transformers 5 layout: model.language_model.*, model.vision_tower.*
-        name = name[len("model."):]
-    if name.startswith(("lm_head.", "language_model.lm_head.")):
-        return None
-    if name.startswith("language_model.model."):
-        return "language_model." + name[len("language_model.model."):]
-    return name
-
-
-def _vision_key(key: str, expected: dict) -> str:
-    """Align the vision tower's nesting (``vision_tower.vision_model.*`` or not) with the model's."""
-    if key in expected or not key.startswith("vision_tower."):
-        return key
-    nested = "vision_tower.vision_model." + key[len("vision_tower."):]
-    flat = "vision_tower." + key[len("vision_tower.vision_model."):] if key.startswith("vision_tower.vision_model.") \
-        else key
-    return nested if nested in expected else flat
-
-
 def load_base_mmap(source: Path, config) -> torch.nn.Module:
     """The LlavaNextModel (no lm_head) of ``source`` with memory-mapped weights, ready for export.
 
