@@ -95,7 +95,7 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict:
 
 
 def worker_gen(args) -> dict:
-    from e5v.testing import make_random_checkpoint
+    from e5v.testing_fullsize import make_random_checkpoint
 
     path = Path(args.checkpoint)
     if (path / "model.safetensors.index.json").is_file():

@@ -12,10 +12,62 @@ positions (and therefore RoPE phases) are the same alone or in any batch.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any, Callable
+
 import torch
 
 from .backends.base import Backend
+from .errors import InputError
 from .preprocess import Prepared
+
+
+def decode_batch(batch: list[Prepared], errors: dict[int, str], raise_on_error: bool) -> list[Prepared]:
+    """The batch with its images decoded (RGB); an image that fails to decode is recorded and left out.
+
+    Decoding per batch keeps one batch of decoded images in memory however many images a call holds
+    (docs/inputs.md)."""
+    ready = []
+    for p in batch:
+        if p.image is None:
+            ready.append(p)
+            continue
+        try:
+            ready.append(replace(p, image=p.image.decode(p.index)))
+        except InputError as exc:
+            if raise_on_error:
+                raise
+            errors[p.index] = exc.reason
+    return ready
+
+
+def run_isolated(batch: list[Prepared], forward: Callable[[list[Prepared]], Any], errors: dict[int, str],
+                 raise_on_error: bool) -> list[tuple[list[Prepared], Any]]:
+    """``[(items, forward(items))]`` for a decoded batch. If the batch fails, its items are retried one at a
+    time, so one item the processor or model cannot take (or a batch too big for memory) does not sink the
+    rest; the items that fail alone get an error each. If every item fails alone too, the failure is not the
+    items' (a broken backend): it is raised, never turned into NaN rows."""
+    if not batch:
+        return []
+    try:
+        return [(batch, forward(batch))]
+    except Exception as exc:
+        if len(batch) == 1:
+            raise
+        first = exc
+    done, failed = [], {}
+    for p in batch:
+        try:
+            done.append(([p], forward([p])))
+        except Exception as exc:  # noqa: BLE001 - recorded per item below, or re-raised if all fail
+            failed[p.index] = f"the model failed on this item: {type(exc).__name__}: {exc}"
+    if not done:
+        raise first
+    for index, message in failed.items():
+        if raise_on_error:
+            raise InputError(message, index)
+        errors[index] = message
+    return done
 
 
 @torch.inference_mode()

@@ -6,10 +6,11 @@ inputs -> prompts -> tokens -> length-sorted batches -> backend -> pooler -> nor
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from . import __version__
 from .backends import backend_class
-from .batch import run_batch
+from .batch import decode_batch, run_batch, run_isolated
 from .errors import InputError
 from .inputs import ImageLimits, Item, to_item
 from .loading import DEFAULT_MODEL, Components, load_components
@@ -160,8 +161,9 @@ class E5V:
     def _encode_batch(self, batch: list[Prepared], vectors: Any, pooler: Any, mode: str, normalize: bool,
                       errors: dict[int, str], raise_on_error: bool) -> None:
         """Decode one batch's images, run it, write its rows; its decoded images die with this frame."""
-        for part, pooled in self._run(decode_batch(batch, errors, raise_on_error), pooler, mode, errors,
-                                      raise_on_error):
+        forward = functools.partial(self._forward, pooler=pooler, mode=mode)
+        for part, pooled in run_isolated(decode_batch(batch, errors, raise_on_error), forward, errors,
+                                         raise_on_error):
             # pooled: (B, D), or B x (T_b, D) for multi-vector poolers
             if pooler.multi_vector:
                 for p, tokens in zip(part, pooled):
@@ -179,34 +181,6 @@ class E5V:
         hidden, mask, image_mask = run_batch(self.backend, batch, c.image_processor, c.image_token_id,
                                              c.tokenizer.pad_token_id, mode)
         return pooler(hidden, mask, image_mask)
-
-    def _run(self, batch: list[Prepared], pooler: Any, mode: str, errors: dict[int, str],
-             raise_on_error: bool) -> list[tuple[list[Prepared], Any]]:
-        """Pooled states for a decoded batch. If the batch fails, its items are retried one at a time, so
-        one item the processor or model cannot take (or a batch too big for memory) does not sink the rest;
-        the items that fail alone get an error each. If every item fails alone too, the failure is not the
-        items' (a broken backend): it is raised, never turned into NaN rows."""
-        if not batch:
-            return []
-        try:
-            return [(batch, self._forward(batch, pooler, mode))]
-        except Exception as exc:
-            if len(batch) == 1:
-                raise
-            first = exc
-        done, failed = [], {}
-        for p in batch:
-            try:
-                done.append(([p], self._forward([p], pooler, mode)))
-            except Exception as exc:  # noqa: BLE001 - recorded per item below, or re-raised if all fail
-                failed[p.index] = f"the model failed on this item: {type(exc).__name__}: {exc}"
-        if not done:
-            raise first
-        for index, message in failed.items():
-            if raise_on_error:
-                raise InputError(message, index)
-            errors[index] = message
-        return done
 
     def _prepare(self, raw: list, prompts: PromptSet, mode: str, errors: dict[int, str],
                  raise_on_error: bool) -> list[Prepared]:
@@ -278,24 +252,6 @@ class E5V:
     def __repr__(self) -> str:
         return (f"E5V(model={self.components.model_id!r}, backend={self.backend.name!r}, "
                 f"weights={self.backend.weights!r}, image_mode={self.image_mode!r}, dim={self.embedding_dim})")
-
-
-def decode_batch(batch: list[Prepared], errors: dict[int, str], raise_on_error: bool) -> list[Prepared]:
-    """The batch with its images decoded (RGB); an image that fails to decode is recorded and left out.
-
-    Decoding per batch keeps one batch of decoded images in memory however many images a call holds."""
-    ready = []
-    for p in batch:
-        if p.image is None:
-            ready.append(p)
-            continue
-        try:
-            ready.append(replace(p, image=p.image.decode(p.index)))
-        except InputError as exc:
-            if raise_on_error:
-                raise
-            errors[p.index] = exc.reason
-    return ready
 
 
 def detect_backend(path) -> str:

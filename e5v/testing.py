@@ -335,6 +335,3 @@ def make_tiny_qwen2vl(path: str | Path, seed: int = 0, *, variant: str = "qwen2_
         "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
     }, indent=2))
     return path
-
-
-from .testing_fullsize import make_random_checkpoint  # noqa: E402  (re-export; it imports this module's helpers)

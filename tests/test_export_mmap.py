@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from e5v import E5V, ModelLoadError
-from e5v.testing import make_random_checkpoint, sample_images
+from e5v.testing import sample_images
+from e5v.testing_fullsize import make_random_checkpoint
 
 SHARD_GB = 40_000 / 1024 ** 3  # ~40 kB: forces several shards on the tiny shapes
 

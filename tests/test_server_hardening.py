@@ -171,3 +171,75 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch, images
     finally:
         httpd.shutdown()
     assert data == png and lookups == ["images.test"] and seen_hosts == [f"images.test:{port}"]
+
+
+# ------------------------------------------------------------------ in-process: decode once, searches that were abandoned
+def test_each_image_is_decoded_once_on_the_model_thread(model, images, monkeypatch):
+    """The request path only probes headers; the pixels are decoded once, by the encoder, per batch."""
+    from server_util import data_uri, png_bytes
+    from test_server_queue import InProcessServer
+
+    from e5v.imagefile import ImageSource
+    from e5v.server import ServerConfig, create_app
+
+    decoded: list[str] = []
+    original = ImageSource.decode
+
+    def counting(self, index=None):
+        decoded.append(threading.current_thread().name)
+        return original(self, index)
+
+    with InProcessServer(create_app(ServerConfig(model_names=(NAME,)), model=model)) as base:
+        for _ in range(100):
+            if httpx.get(base + "/health").status_code == 200:
+                break
+            time.sleep(0.1)
+        monkeypatch.setattr(ImageSource, "decode", counting)
+        uris = [data_uri(png_bytes(images[name])) for name in ("red square", "blue tall", "green wide")]
+        r = httpx.post(base + "/v1/embeddings", json={"model": NAME, "modality": "image", "input": uris}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert len(decoded) == 3 and all(name.startswith("e5v-model") for name in decoded), decoded
+
+
+def test_searches_whose_clients_left_never_run(model, tmp_path):
+    """20 searches with a 0.3 s client timeout used to all run (and delay later work); now the ones still
+    waiting for the model thread when their client leaves are dropped."""
+    from test_server_queue import InProcessServer
+
+    from e5v.server import ServerConfig, create_app
+    from e5v.store import Store
+
+    db = tmp_path / "db"
+    Store.open(db, model).add([{"text": f"text {i}"} for i in range(5)], show_progress=False)
+    app = create_app(ServerConfig(model_names=(NAME,), db=str(db)), model=model)
+    with InProcessServer(app) as base:
+        for _ in range(100):
+            if httpx.get(base + "/health").status_code == 200:
+                break
+            time.sleep(0.1)
+        state = app.state.e5v
+        ran: list[int] = []
+        search = state.store.search
+
+        def slow_search(*args, **kwargs):
+            ran.append(1)
+            time.sleep(0.5)
+            return search(*args, **kwargs)
+
+        state.store.search = slow_search
+
+        def give_up_early() -> None:
+            try:
+                httpx.post(base + "/v1/search", json={"query": "text", "k": 2}, timeout=0.3)
+            except httpx.TimeoutException:
+                pass
+
+        threads = [threading.Thread(target=give_up_early) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(1.5)  # let whatever was already running finish
+        ok = httpx.post(base + "/v1/search", json={"query": "text 3", "k": 1}, timeout=30)
+    assert ok.status_code == 200 and ok.json()["data"][0]["text"] == "text 3"
+    assert len(ran) <= 3 + 1, f"{len(ran)} abandoned searches ran"  # the ones already on the model thread, + ours

@@ -20,20 +20,14 @@ from ..errors import StoreError
 from ..store.filters import FilterError, compile_filter
 from .batcher import QueueFull
 from .errors import APIError
+from .requests import busy, read_json, resolve_items, until_disconnect
 from .schemas import parse_query
 
 MAX_K = 1000
 KINDS = ("text", "image", "composed")
 
 
-def open_store(db: str, model: Any) -> Any:
-    from ..store import Store
-
-    return Store.open(db, model)
-
-
 def add_search_route(app: FastAPI, state: Any) -> None:
-    from .app import busy, read_json, resolve_items, until_disconnect
 
     @app.post("/v1/search")
     async def search(request: Request) -> Response:

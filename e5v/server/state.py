@@ -85,9 +85,9 @@ class ServerState:
             warm = [("warm-up", (None, "text")), (Image.new("RGB", (64, 48), (200, 100, 50)), (None, "image"))]
             await self.batcher.submit([w for w, _ in warm], [k for _, k in warm])
             if self.config.db:
-                from .search import open_store
+                from ..store import Store
 
-                self.store = await self.batcher.run_exclusive(open_store, self.config.db, self.model)
+                self.store = await self.batcher.run_exclusive(Store.open, self.config.db, self.model)
             self.ready = True
             log.info("ready: %s", self.model)
         except Exception as exc:  # reported by /health and the CLI; never a half-ready server
