@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["throughput", "batch_memory", "openvino", "fullsize", "store", "server", "spark", "train", "eval"]
+ORDER = ["throughput", "batch_memory", "openvino", "fullsize", "store", "server", "image_bombs", "spark", "train", "eval"]
 
 HEADER = """# Benchmarks
 
 All numbers were measured on this project's machines (2 cores, 24 GiB RAM, no GPU: a Xeon with AMX and AVX-512
-for most sections, an AMD EPYC Zen 4 with AVX-512 VNNI but no AMX, and an AMD EPYC Zen 3 with AVX2 only, where a
+for most sections, an AMD EPYC Zen 4 with AVX-512 VNNI but no AMX, an AMD EPYC Zen 3 and a Zen 2 (family 23 model 49) with AVX2 only, where a
 section says so) by the scripts in `bench/`, each comparing against its baseline **side by side in the same run**. The
 command that produced each table is given with it. Weights are random (the real model cannot be downloaded here):
 speed and memory match a real model of the same shape; no quality numbers are claimed.

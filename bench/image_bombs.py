@@ -50,7 +50,8 @@ def run(model: Path, e5v_path: str | None) -> dict:
     sock.close()
     env = {**os.environ, **({"PYTHONPATH": e5v_path} if e5v_path else {})}
     proc = subprocess.Popen([sys.executable, "-m", "e5v.cli", "serve", "-m", str(model), "--port", str(port),
-                             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--log-level", "warning"], env=env, cwd=tempfile.gettempdir(),  # not this checkout's
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)    # dir: -m puts cwd first
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -93,9 +94,13 @@ def main() -> None:
     from e5v.testing import make_tiny_model
 
     model = make_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
-    rows = [("this checkout", run(model, None))]
+    head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    rows = [(f"this checkout ({head})", run(model, None))]
     if args.e5v_path:
-        rows.append((f"e5v at {args.e5v_path}", run(model, args.e5v_path)))
+        commit = subprocess.run(["git", "-C", args.e5v_path, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip() or args.e5v_path
+        rows.append((f"e5v at {commit}", run(model, args.e5v_path)))
     lines = [f"\n### Pixel bombs vs the server ({machine_note()})", "",
              f"`python bench/image_bombs.py{' --e5v-path ' + args.e5v_path if args.e5v_path else ''}`; a bomb is "
              f"a {rows[0][1]['bomb_bytes']:,}-byte lossless WebP of 5000x5000. Peak RSS is the server's VmHWM.", "",
