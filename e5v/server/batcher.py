@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -157,15 +158,23 @@ class Batcher:
         bounds it like an item (QueueFull when there is none), and if the caller is cancelled (client gone)
         before the call starts, it never runs.
         """
-        if counted:
-            if len(self._pending) + self._exclusive >= self.max_queue:
-                raise QueueFull(f"queue holds {len(self._pending) + self._exclusive} of {self.max_queue} items")
-            self._exclusive += 1
-        try:
+        if not counted:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        if len(self._pending) + self._exclusive >= self.max_queue:
+            raise QueueFull(f"queue holds {len(self._pending) + self._exclusive} of {self.max_queue} items")
+        gone = threading.Event()  # set when the caller is cancelled; checked on the model thread before fn runs
+
+        def unless_gone() -> Any:
+            return None if gone.is_set() else fn(*args)
+
+        self._exclusive += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, unless_gone)
+        except asyncio.CancelledError:
+            gone.set()
+            raise
         finally:
-            if counted:
-                self._exclusive -= 1
+            self._exclusive -= 1
 
     # ------------------------------------------------------------------ worker
     async def _loop(self) -> None:
