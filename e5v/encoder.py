@@ -1,48 +1,33 @@
 """``E5V``: load a model once, then embed text, images and image+text into one space.
 
-One data path for everything (CLI, server, store, Spark, eval):
-inputs -> prompts -> tokens -> length-sorted batches -> backend -> pooler -> normalise -> input order.
+One data path for everything (CLI, server, store, Spark, eval), run by ``pipeline.Pipeline``:
+inputs -> prompts -> tokens -> length-sorted batches -> backend -> pooler -> head -> input order.
+``encode_iter`` streams it chunk by chunk; ``encode`` and ``encode_with_details`` are one chunk.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 import os
-import sys
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from . import __version__
 from .backends import backend_class
-from .batch import decode_batch, run_batch, run_isolated
 from .errors import InputError
-from .inputs import ImageLimits, Item, to_item
+from .head import Head
+from .inputs import ImageLimits, Item
 from .loading import DEFAULT_MODEL, Components, load_components
+from .pipeline import EncodeResult, Pipeline, Request, progress_bar
 from .pooling import get_pooler
-from .preprocess import MAX_BATCH_TOKENS, Prepared, plan_batches, prepare
+from .preprocess import MAX_BATCH_TOKENS
 from .prompts import PromptSet, resolve_prompts
 
 IMAGE_MODES = ("anyres", "base")
 ON_ERROR = ("raise", "skip")
-
-
-@dataclass
-class EncodeResult:
-    """Vectors plus what happened to each item (used by the store, server and Spark stage).
-
-    vectors:      (N, D) float32, rows in input order; rows of failed items are NaN. For multi-vector
-                  pooling ("tokens"): a list of (T_i, D) arrays, None for failed items.
-    errors:       input index -> message, for items that could not be embedded.
-    token_counts: input index -> sequence length fed to the model (image tokens included).
-    """
-
-    vectors: np.ndarray
-    errors: dict[int, str] = field(default_factory=dict)
-    token_counts: dict[int, int] = field(default_factory=dict)
 
 
 class E5V:
@@ -74,6 +59,7 @@ class E5V:
         self.prompts = resolve_prompts(prompt, instruction)
         self.pooler = get_pooler(pooling)
         self.image_limits = image_limits
+        self.pipeline = Pipeline(components, backend)
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, *, backend: str | None = None,
@@ -142,60 +128,57 @@ class E5V:
                             raise_on_error: bool = False, pooling: str | None = None) -> EncodeResult:
         """Like ``encode`` but never stops at a bad item (unless asked): returns vectors, errors, token counts."""
         raw = _as_list(inputs)
+        request = self._request(batch_size, normalize, instruction, prompt, image_mode, pooling, raise_on_error)
+        bar = progress_bar(show_progress_bar, len(raw), -(-len(raw) // batch_size))
+        try:
+            return self.pipeline.run(raw, request, self.embedding_dim, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def encode_iter(self, inputs: Iterable[Any], *, chunk_size: int = 256, batch_size: int = 8,
+                    normalize: bool = True, instruction: str | None = None, prompt: str | PromptSet | None = None,
+                    image_mode: str | None = None, show_progress_bar: bool | None = None,
+                    raise_on_error: bool = False, pooling: str | None = None) -> Iterator[EncodeResult]:
+        """Stream ``inputs`` (any iterable, read lazily) and yield one ``EncodeResult`` per ``chunk_size`` items,
+        in input order (``result.offset`` is the chunk's first input index; errors and token counts are keyed
+        by position in the chunk). Memory holds one chunk of inputs (images probed, not decoded) and one batch
+        of decoded images, however long the stream. Batches are length-sorted within a chunk, so a larger
+        chunk batches better; vectors do not depend on it.
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        request = self._request(batch_size, normalize, instruction, prompt, image_mode, pooling, raise_on_error)
+        total = len(inputs) if hasattr(inputs, "__len__") else None
+        bar = progress_bar(show_progress_bar, total, None if total is None else -(-total // batch_size))
+        offset = 0
+        try:
+            for chunk in _chunks(inputs, chunk_size):
+                try:
+                    result = self.pipeline.run(chunk, request, self.embedding_dim, bar)
+                except InputError as exc:  # raise_on_error: name the input by its position in the stream
+                    raise InputError(exc.reason, offset + exc.index if exc.index is not None else None) from None
+                result.offset = offset
+                offset += len(chunk)
+                yield result
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _request(self, batch_size: int, normalize: bool, instruction: str | None, prompt: str | PromptSet | None,
+                 image_mode: str | None, pooling: str | None, raise_on_error: bool) -> Request:
+        """Resolve one call's options (validated before any input is read)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
         mode = image_mode or self.image_mode
         if mode not in IMAGE_MODES or mode not in self.components.spec.image_modes:
             raise ValueError(f"unknown image_mode {mode!r}; choose one of {self.components.spec.image_modes}")
         prompts = self.prompts if instruction is None and prompt is None else resolve_prompts(
             prompt if prompt is not None else self.prompt, instruction if instruction is not None else self.instruction)
         pooler = self.pooler if pooling is None else get_pooler(pooling)
-        vectors: Any = [None] * len(raw) if pooler.multi_vector else np.full(
-            (len(raw), self.embedding_dim), np.nan, dtype=np.float32)
-        errors: dict[int, str] = {}
-        prepared = self._prepare(raw, prompts, mode, errors, raise_on_error)
-        batches = plan_batches(prepared, batch_size, self.max_batch_tokens)
-        for batch in _progress(batches, show_progress_bar, len(prepared)):
-            self._encode_batch(batch, vectors, pooler, mode, normalize, errors, raise_on_error)
-        counts = {p.index: p.length for p in prepared if p.index not in errors}
-        return EncodeResult(vectors=vectors, errors=errors, token_counts=counts)
-
-    def _encode_batch(self, batch: list[Prepared], vectors: Any, pooler: Any, mode: str, normalize: bool,
-                      errors: dict[int, str], raise_on_error: bool) -> None:
-        """Decode one batch's images, run it, write its rows; its decoded images die with this frame."""
-        forward = functools.partial(self._forward, pooler=pooler, mode=mode)
-        for part, pooled in run_isolated(decode_batch(batch, errors, raise_on_error), forward, errors,
-                                         raise_on_error):
-            # pooled: (B, D), or B x (T_b, D) for multi-vector poolers
-            if pooler.multi_vector:
-                for p, tokens in zip(part, pooled):
-                    tokens = tokens.float()
-                    vectors[p.index] = (torch.nn.functional.normalize(tokens, dim=-1) if normalize
-                                        else tokens).cpu().numpy()
-                continue
-            pooled = pooled.float()
-            if normalize:
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            vectors[[p.index for p in part]] = pooled.cpu().numpy()
-
-    def _forward(self, batch: list[Prepared], pooler: Any, mode: str) -> Any:
-        c = self.components
-        hidden, mask, image_mask = run_batch(self.backend, batch, c.image_processor, c.image_token_id,
-                                             c.tokenizer.pad_token_id, mode)
-        return pooler(hidden, mask, image_mask)
-
-    def _prepare(self, raw: list, prompts: PromptSet, mode: str, errors: dict[int, str],
-                 raise_on_error: bool) -> list[Prepared]:
-        c = self.components
-        prepared = []  # images probed only (header checks); decoded batch by batch in encode_with_details
-        for index, obj in enumerate(raw):
-            try:
-                item = to_item(obj, index, self.image_limits)
-                prepared += prepare([item], prompts, c.family, c.tokenizer, c.image_token_id, c.max_length, mode,
-                                    c.count_image_tokens, [index])
-            except InputError as exc:
-                if raise_on_error:
-                    raise
-                errors[index] = exc.reason
-        return prepared
+        return Request(prompts=prompts, mode=mode, pooler=pooler, head=Head(normalize=normalize),
+                       batch_size=batch_size, raise_on_error=raise_on_error,
+                       max_batch_tokens=self.max_batch_tokens, image_limits=self.image_limits)
 
     def encode_text(self, texts: Iterable[str], **kwargs) -> np.ndarray:
         """Embed texts with the text prompt. Each element must be a string."""
@@ -286,16 +269,10 @@ def _path_or(x: Any) -> Any:
     return Path(x) if isinstance(x, str) else x
 
 
-def _progress(batches: list, show: bool | None, total_items: int):
-    """Batches under a progress bar counting items; shown by default on a terminal with >1 batch."""
-    if show is None:
-        show = len(batches) > 1 and sys.stderr.isatty()
-    if not show:
-        yield from batches
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total_items, unit="item", desc="embedding") as bar:
-        for batch in batches:
-            yield batch
-            bar.update(len(batch))
+def _chunks(inputs: Iterable[Any], size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter), read lazily from any iterable."""
+    if isinstance(inputs, (str, bytes, dict, Item)) or not hasattr(inputs, "__iter__"):
+        inputs = _as_list(inputs)
+    iterator = iter(inputs)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

@@ -18,9 +18,13 @@ class Spy:
         self._model = model
         self.encoded: list = []
 
-    def encode_with_details(self, items, **kw):
-        self.encoded += list(items)
-        return self._model.encode_with_details(items, **kw)
+    def encode_iter(self, items, **kw):
+        def recorded():
+            for item in items:
+                self.encoded.append(item)
+                yield item
+
+        return self._model.encode_iter(recorded(), **kw)
 
     def __getattr__(self, name):
         return getattr(self._model, name)

@@ -39,14 +39,14 @@ def test_a_second_writer_thread_is_refused_not_duplicated(model, tmp_path):
     outcomes: list[object] = []
     entered = threading.Event()
     release = threading.Event()
-    original = store._embed_chunk
+    original = store._commit
 
-    def slow_chunk(chunk, batch_size, report):
+    def slow_commit(rows, report):
         entered.set()
         release.wait(30)
-        return original(chunk, batch_size, report)
+        return original(rows, report)
 
-    store._embed_chunk = slow_chunk
+    store._commit = slow_commit
 
     def add():
         try:

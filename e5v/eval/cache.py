@@ -205,13 +205,19 @@ class Embedder:
         todo = [i for key, i in first.items() if key not in found]
         bar = _bar(len(first), len(first) - len(todo), desc, self.progress)
         try:
-            for start in range(0, len(todo), self.chunk_size):
-                chunk = todo[start:start + self.chunk_size]
-                vectors = self._encode_chunk([items[i] for i in chunk], [labels[i] for i in chunk], prompt)
+            results = self.model.encode_iter((items[i] for i in todo), chunk_size=self.chunk_size,
+                                             batch_size=self.batch_size, normalize=False, prompt=prompt,
+                                             show_progress_bar=False) if todo else ()  # all cached: no model
+            for result in results:
+                chunk = todo[result.offset:result.offset + len(result.vectors)]
+                if result.errors:
+                    index, message = sorted(result.errors.items())[0]
+                    more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
+                    raise InputError(f"cannot embed {labels[chunk[index]]}: {message}{more}")
                 chunk_keys = [keys[i] for i in chunk]
                 if space is not None:
-                    space.put(chunk_keys, vectors)
-                found.update(zip(chunk_keys, vectors))
+                    space.put(chunk_keys, result.vectors)
+                found.update(zip(chunk_keys, result.vectors))
                 if bar is not None:
                     bar.update(len(chunk))
         finally:
@@ -219,15 +225,6 @@ class Embedder:
                 bar.close()
         return np.stack([found[key] for key in keys]).astype(np.float32) if keys else \
             np.zeros((0, self.model.embedding_dim), np.float32)
-
-    def _encode_chunk(self, items: list, labels: list[str], prompt: PromptSet | None) -> np.ndarray:
-        result = self.model.encode_with_details(items, batch_size=self.batch_size, normalize=False,
-                                                prompt=prompt, show_progress_bar=False)
-        if result.errors:
-            index, message = sorted(result.errors.items())[0]
-            more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
-            raise InputError(f"cannot embed {labels[index]}: {message}{more}")
-        return result.vectors
 
 
 def _kind(item: Any) -> str:

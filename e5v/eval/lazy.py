@@ -4,7 +4,7 @@ Loading E5-V takes far longer than reading cached vectors. The first run with a 
 and options records what the loaded model reported (``embedding_config()``, its prompts and
 instruction) under ``<cache>/models/<key>.json``; the key hashes the resolved directory, a fingerprint
 of its weight files, the LoRA fingerprint and every loading option. Later runs with the same key
-answer those questions from the record and load the weights on the first ``encode_with_details``
+answer those questions from the record and load the weights on the first ``encode_iter``
 call, which never comes when everything is cached.
 """
 
@@ -53,10 +53,11 @@ class LazyModel:
     def embedding_dim(self) -> int:
         return int(self._facts["config"]["dim"])
 
-    def encode_with_details(self, *args: Any, **kwargs: Any):
+    def encode_iter(self, *args: Any, **kwargs: Any):
+        """The real model's ``encode_iter``, loading it on first use (only items missing from the cache get here)."""
         if self._model is None:
             self._model = self._load()
-        return self._model.encode_with_details(*args, **kwargs)
+        return self._model.encode_iter(*args, **kwargs)
 
 
 def model_key(model: str, options: dict, lora: str | None) -> str | None:

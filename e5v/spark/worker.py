@@ -48,8 +48,13 @@ def load_count() -> int:
     return _LOADS["count"]
 
 
+#: Rows per ``encode_iter`` chunk inside one Arrow batch: batches are length-sorted within a chunk, so this is
+#: much larger than ``batchSize`` (chunks of batchSize rows, as before, could not sort at all).
+CHUNK_SIZE = 256
+
+
 def embed_rows(model: Any, values: list[Any], config: dict[str, Any]) -> pd.DataFrame:
-    """Embed one chunk of row inputs (already converted, SKIP for nulls, InputError for bad rows).
+    """Embed one Arrow batch of row inputs (already converted, SKIP for nulls, InputError for bad rows).
 
     Returns a DataFrame with ``embedding`` (float32 array or None) and ``error`` (str or None), row for row.
     """
@@ -62,12 +67,12 @@ def embed_rows(model: Any, values: list[Any], config: dict[str, Any]) -> pd.Data
             errors[i] = value.reason
         elif value is not SKIP:
             todo.append(i)
-    if todo:
-        result = model.encode_with_details([values[i] for i in todo], batch_size=config["batch_size"],
-                                           normalize=config["normalize"], instruction=config["instruction"],
-                                           image_mode=config["image_mode"], show_progress_bar=False)
-        for j, i in enumerate(todo):
-            vector = result.vectors[j]
+    results = model.encode_iter((values[i] for i in todo), chunk_size=CHUNK_SIZE, batch_size=config["batch_size"],
+                                normalize=config["normalize"], instruction=config["instruction"],
+                                image_mode=config["image_mode"], show_progress_bar=False)
+    for result in results:
+        for j, vector in enumerate(result.vectors):
+            i = todo[result.offset + j]
             if j in result.errors:
                 errors[i] = result.errors[j]
             elif not np.isfinite(vector).all():
@@ -96,15 +101,12 @@ def convert_batch(columns: tuple, roles: tuple[str, ...]) -> list[Any]:
 
 
 def run_batches(batches: Iterator[Any], config: dict[str, Any], roles: tuple[str, ...]) -> Iterator[pd.DataFrame]:
-    """The body of the iterator pandas UDF: model loaded once, each Arrow batch cut into batchSize chunks."""
+    """The body of the iterator pandas UDF: model loaded once, each Arrow batch streamed through encode_iter."""
     model = cached_model(config)
     _set_torch_threads(_threads(config))
-    chunk = config["batch_size"]
     for batch in batches:
         columns = batch if isinstance(batch, tuple) else (batch,)
-        rows = convert_batch(columns, roles)
-        parts = [embed_rows(model, rows[i:i + chunk], config) for i in range(0, len(rows), chunk)]
-        yield pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"embedding": [], "error": []})
+        yield embed_rows(model, convert_batch(columns, roles), config)
 
 
 def make_udf(config: dict[str, Any], roles: tuple[str, ...]):

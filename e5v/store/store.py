@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from collections import deque
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -228,12 +229,14 @@ class Store:
 
     def _embed_and_commit(self, found: Iterable[Record | Problem], existing: set[str], batch_size: int,
                           commit_every: int, show: bool, report: AddReport) -> int:
-        """Embed what discovery yields, ``commit_every`` new records at a time, each chunk one atomic commit:
-        memory holds one chunk whatever the sources hold, and a kill loses at most one chunk. Returns #commits."""
+        """Embed what discovery yields through ``E5V.encode_iter`` (chunks of ``commit_every`` new records),
+        each chunk one atomic commit: memory holds one chunk whatever the sources hold, and a kill loses at most
+        one chunk. Returns the number of commits."""
         from tqdm.auto import tqdm
 
-        commits, chunk = 0, []
-        with tqdm(unit="item", desc="indexing", disable=not show) as bar:
+        pending: deque[Record] = deque()  # records whose items encode_iter has read, in order
+
+        def new_items() -> Iterator[Any]:
             for record in found:
                 if isinstance(record, Problem):
                     (report.unsupported if record.unsupported else report.failed).append((record.source, record.reason))
@@ -241,29 +244,31 @@ class Store:
                     report.skipped_existing += 1
                 else:
                     existing.add(record.hash)
-                    chunk.append(record)
-                if len(chunk) >= commit_every:
-                    commits += self._embed_chunk(chunk, batch_size, report)
-                    bar.update(len(chunk))
-                    chunk = []
-            commits += self._embed_chunk(chunk, batch_size, report)
-            bar.update(len(chunk))
+                    pending.append(record)
+                    yield record.item
+
+        commits = 0
+        with tqdm(unit="item", desc="indexing", disable=not show) as bar:
+            for result in self.model.encode_iter(new_items(), chunk_size=commit_every, batch_size=batch_size,
+                                                 show_progress_bar=False):
+                chunk = [pending.popleft() for _ in range(len(result.vectors))]
+                commits += self._commit(self._rows(chunk, result, report), report)
+                bar.update(len(chunk))
         return commits
 
-    def _embed_chunk(self, chunk: list[Record], batch_size: int, report: AddReport) -> int:
-        if not chunk:
-            return 0
-        result = self.model.encode_with_details([r.item for r in chunk], batch_size=batch_size,
-                                                show_progress_bar=False)
+    @staticmethod
+    def _rows(chunk: list[Record], result: Any, report: AddReport) -> list[dict]:
+        """Store rows for a chunk's embedded records; failed ones go to the report."""
         now = datetime.now(timezone.utc)
         rows = []
         for j, rec in enumerate(chunk):
             vec = result.vectors[j]
             if j in result.errors or not np.isfinite(vec).all():
-                report.failed.append((rec.path or f"item {report.added + j}", result.errors.get(j, "non-finite vector")))
+                where = rec.path or f"item {result.offset + j}"
+                report.failed.append((where, result.errors.get(j, "non-finite vector")))
                 continue
             rows.append(_row(rec.hash, rec.kind, rec.path, rec.text, rec.metadata, vec, now))
-        return self._commit(rows, report)
+        return rows
 
     def _commit(self, rows: list[dict], report: AddReport) -> int:
         """One atomic LanceDB commit of ``rows`` (nothing for none); returns the number of commits made."""
