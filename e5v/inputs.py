@@ -17,15 +17,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 
 from .errors import InputError
+from .items import Kind
 from .imagefile import (DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, MAX_ASPECT_RATIO, MIN_SIDE, ImageLimits,  # noqa: F401
                         ImageSource, load_image, probe, to_rgb)
 
-Kind = Literal["text", "image", "composed"]
 
 
 @dataclass(frozen=True)

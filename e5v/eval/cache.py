@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..items import content_key, image_digest, item_kind
 from ..prompts import PromptSet, resolve_prompts
 
 
@@ -47,19 +48,25 @@ def digest(*parts: str | bytes) -> str:
 
 
 def text_key(text: str) -> str:
-    return digest("text", text)
+    """The item's content key (``e5v.items``: the store's scheme)."""
+    return content_key("text", text=text)
 
 
-def file_key(path: Path) -> str:
-    """Hash of the file's bytes: a moved or renamed copy of the same image still hits the cache."""
+def file_digest_of(path: Path) -> str:
+    """Digest of an image file's bytes: a moved or renamed copy of the same image still hits the cache."""
     try:
-        return digest("image", Path(path).read_bytes())
+        return image_digest(Path(path))
     except OSError as exc:
         raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
 
 
-def composed_key(image_key: str, text: str) -> str:
-    return digest("composed", image_key, text)
+def file_key(path: Path) -> str:
+    return content_key("image", image_digest=file_digest_of(path))
+
+
+def composed_key(digest_of_image: str, text: str) -> str:
+    """Key of an image (by its ``file_digest_of``) with a modification text."""
+    return content_key("composed", text=text, image_digest=digest_of_image)
 
 
 def files_fingerprint(directory: Path | None) -> list[list[Any]]:
@@ -195,7 +202,7 @@ class Embedder:
         prompts = self.effective_prompts(prompt)
         # An item's vector depends on its own kind's template only: a CIRR run (other image prompt)
         # reuses the text vectors of a retrieval run.
-        kinds = [kind] * len(keys) if kind is not None else [_kind(item) for item in items]
+        kinds = [kind] * len(keys) if kind is not None else [item_kind(item) for item in items]
         keys = [digest(k, getattr(prompts, k), key) for k, key in zip(kinds, keys)]
         space = self.cache.space(self.space_description()) if self.cache is not None else None
         first: dict[str, int] = {}
@@ -225,16 +232,6 @@ class Embedder:
                 bar.close()
         return np.stack([found[key] for key in keys]).astype(np.float32) if keys else \
             np.zeros((0, self.model.embedding_dim), np.float32)
-
-
-def _kind(item: Any) -> str:
-    """Which prompt template ``encode`` applies to an item (mirrors ``e5v.inputs.to_item``)."""
-    if isinstance(item, str):
-        return "text"
-    if isinstance(item, dict):
-        has_image, has_text = item.get("image") is not None, item.get("text") is not None
-        return "composed" if has_image and has_text else ("text" if has_text else "image")
-    return "image"
 
 
 def _bar(total: int, done: int, desc: str, show: bool | None):

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..prompts import NAMED_PROMPTS, PromptSet, fashioniq_prompts
-from .cache import Embedder, composed_key, file_key
+from ..items import content_key
+from .cache import Embedder, composed_key, file_digest_of
 from .datasets import ComposedSet
 from .metrics import normalize, ranks_from_scores, recall_at_k, retrieval_ranks
 
@@ -33,21 +34,21 @@ def fashioniq_category_prompts(category: str) -> PromptSet:
 
 
 class _Keys:
-    """File-content keys, each file read once."""
+    """File-content digests, each file read once (a reference image is shared by many queries)."""
 
     def __init__(self) -> None:
         self._seen: dict[Path, str] = {}
 
     def __call__(self, path: Path) -> str:
         if path not in self._seen:
-            self._seen[path] = file_key(path)
+            self._seen[path] = file_digest_of(path)
         return self._seen[path]
 
 
 def _embed_gallery(embedder: Embedder, data: ComposedSet, prompts: PromptSet, keys: _Keys) -> np.ndarray:
     paths = list(data.gallery.values())
-    return embedder.encode(paths, [keys(p) for p in paths], [str(p) for p in paths], prompt=prompts, desc="gallery",
-                            kind="image")
+    return embedder.encode(paths, [content_key("image", image_digest=keys(p)) for p in paths], [str(p) for p in paths],
+                           prompt=prompts, desc="gallery", kind="image")
 
 
 def _embed_queries(embedder: Embedder, data: ComposedSet, texts: list[str], prompts: PromptSet, keys: _Keys,

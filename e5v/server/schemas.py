@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..items import kind_of
 from .errors import APIError
 from .limits import Limits, check_items, check_text
 
@@ -38,8 +39,7 @@ class RawItem:
 
     @property
     def kind(self) -> str:
-        return "composed" if self.text is not None and self.image is not None else (
-            "image" if self.image is not None else "text")
+        return kind_of(self.image is not None, self.text is not None)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..errors import StoreError
+from ..items import KINDS
 from ..store.filters import FilterError, compile_filter
 from .batcher import QueueFull
 from .errors import APIError
@@ -24,7 +25,6 @@ from .requests import busy, read_json, resolve_items, until_disconnect
 from .schemas import parse_query
 
 MAX_K = 1000
-KINDS = ("text", "image", "composed")
 
 
 def add_search_route(app: FastAPI, state: Any) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..items import kind_of
 
 #: Field names of Spark's image-source struct (``pyspark.ml.image.ImageSchema.imageFields``).
 IMAGE_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
@@ -108,11 +109,7 @@ def row_input(image: Any = SKIP, text: Any = SKIP) -> Any:
     Image and text -> composed ``{"image", "text"}``; only one present -> that alone (the same rule as
     ``E5V.encode``'s dict items).
     """
-    has_image, has_text = image is not SKIP, text is not SKIP
-    if has_image and has_text:
-        return {"image": image, "text": text}
-    if has_image:
-        return image
-    if has_text:
-        return text
-    return SKIP
+    if image is SKIP and text is SKIP:
+        return SKIP
+    return {"composed": {"image": image, "text": text}, "image": image,
+            "text": text}[kind_of(image is not SKIP, text is not SKIP)]

@@ -61,7 +61,7 @@ def embedding_config_from_worker(df: DataFrame, stage: Any) -> dict:
 def _to_store_row(row: dict, roles: list, out: str, err: str, path_col: str | None,
                   metadata_cols: Sequence[str]) -> dict | None:
     """One Spark row -> a ``Store.add_vectors`` row; None for all-null inputs (nothing to store)."""
-    from ..store.walk import content_hash
+    from ..items import content_key, kind_of
 
     values = {role: row[name] for role, name in roles}
     image, text = values.get("image"), values.get("text")
@@ -77,8 +77,8 @@ def _to_store_row(row: dict, roles: list, out: str, err: str, path_col: str | No
         from urllib.parse import unquote, urlparse
 
         path = unquote(urlparse(path).path)
-    kind = "composed" if image is not None and text is not None else "image" if image is not None else "text"
+    kind = kind_of(image is not None, text is not None)
     return {"vector": row[out], "error": row[err], "kind": kind, "text": text, "path": path,
-            "hash": content_hash(kind, image=bytes(image) if image is not None else None, text=text),
+            "hash": content_key(kind, image=bytes(image) if image is not None else None, text=text),
             "metadata": {c: row[c] for c in metadata_cols}}
 

@@ -18,20 +18,20 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from collections import deque
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from ..errors import ConfigMismatchError, E5VError, StoreError, require
+from ..items import KINDS
 from . import ann, exact as exact_search
 from .filters import check_raw_where, compile_filter
 from .lock import LOCK_NAME, WriterLock
 from .schema import TABLE, check_config, make_schema, stored_config, to_arrow
 from .walk import Problem, Record, discover
 
-KINDS = ("text", "image", "composed")
 #: Rows per commit unless told otherwise: small enough that a kill loses little work, large enough
 #: that a store does not drown in tiny fragments (they are compacted at the end of ``add`` anyway).
 DEFAULT_COMMIT_EVERY = 64

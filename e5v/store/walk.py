@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Iterable, Iterator
 
 from PIL import Image
 
+from ..items import content_key, image_digest, kind_of
 from ..jsonl import numbered_objects
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -91,7 +91,7 @@ def _from_file(path: Path, text_unit: str, pairs: str) -> Iterator[Record | Prob
         if path.suffix.lower() in MANIFEST_SUFFIXES:
             yield from _manifest(path, pairs)
         elif _is_image(path):
-            yield Record("image", path, _sha(b"image", _file_sha(path).encode()), str(path.resolve()), None, {})
+            yield Record("image", path, content_key("image", path), str(path.resolve()), None, {})
         elif path.stat().st_size > MAX_TEXT_BYTES:
             yield Problem(str(path), f"not an image, and larger than {MAX_TEXT_BYTES >> 20} MB for a text file",
                           unsupported=True)
@@ -114,16 +114,6 @@ def _is_image(path: Path) -> bool:
         raise  # unreadable: reported by the caller
     except Exception:  # noqa: BLE001 - any failure to identify a header means "not an image"
         return False
-
-
-def _file_sha(path: Path) -> str:
-    """sha256 of a file's bytes, streamed, length-prefixed like ``_sha`` of the whole content."""
-    h = hashlib.sha256()
-    h.update(path.stat().st_size.to_bytes(8, "little"))
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _looks_like_text(path: Path) -> bool:
@@ -198,17 +188,17 @@ def _manifest_row(path: Path, base: Path, number: int, row: dict | str, pairs: s
         return
     image_path = Path(image) if Path(image).is_absolute() else base / image
     try:
-        image_digest = _file_sha(image_path)
+        digest = image_digest(image_path)
     except OSError as exc:
         yield Problem(where, f"image {image_path}: {exc.strerror or exc}")
         return
     if caption is None or pairs == "separate":
-        yield Record("image", image_path, _sha(b"image", image_digest.encode()), str(image_path), None, meta)
+        yield Record("image", image_path, content_key("image", image_digest=digest), str(image_path), None, meta)
         if caption is not None:
             yield text_record(caption, where, meta)
     else:
-        digest = _sha(b"composed", image_digest.encode(), caption.encode())
-        yield Record("composed", {"image": image_path, "text": caption}, digest, str(image_path), caption, meta)
+        key = content_key("composed", text=caption, image_digest=digest)
+        yield Record("composed", {"image": image_path, "text": caption}, key, str(image_path), caption, meta)
 
 
 def _manifest_rows(path: Path) -> Iterator[tuple[int, dict | str]]:
@@ -259,46 +249,20 @@ def _from_memory(obj: Any) -> Iterator[Record | Problem]:
     if isinstance(image, (str, os.PathLike)):
         image = Path(image)
     try:
-        digest = _image_digest(image)
+        digest = image_digest(image)
     except OSError as exc:
         yield Problem(str(path or "image"), f"cannot read: {exc.strerror or exc}")
         return
-    if text is None:
-        yield Record("image", image, _sha(b"image", digest.encode()), path, None, meta)
-    else:
-        yield Record("composed", {"image": image, "text": text}, _sha(b"composed", digest.encode(), str(text).encode()),
-                     path, text, meta)
+    kind = kind_of(True, text is not None)
+    yield Record(kind, image if text is None else {"image": image, "text": text},
+                 content_key(kind, text=text, image_digest=digest), path, text, meta)
 
 
 def text_record(text: Any, where: str | None, meta: dict) -> Record:
-    raw = text.encode() if isinstance(text, str) else repr(text).encode()
-    return Record("text", text, _sha(b"text", raw), where, text if isinstance(text, str) else None, meta)
+    return Record("text", text, content_key("text", text=text), where, text if isinstance(text, str) else None, meta)
 
 
 def content_hash(kind: str, image: Any = None, text: str | None = None) -> str:
-    """The store's content hash of in-memory content (image bytes/Path/PIL and/or text), as ``add`` computes it,
-    so vectors written from elsewhere (e.g. Spark) dedupe against indexed files with the same bytes or text."""
-    if kind == "text":
-        return text_record(text, None, {}).hash
-    digest = _image_digest(image)
-    if kind == "image":
-        return _sha(b"image", digest.encode())
-    return _sha(b"composed", digest.encode(), str(text).encode())
-
-
-def _image_digest(image: Any) -> str:
-    if isinstance(image, Path):
-        return _file_sha(image)
-    if isinstance(image, (bytes, bytearray)):
-        return _sha(bytes(image))
-    if isinstance(image, Image.Image):
-        return _sha(image.mode.encode(), repr(image.size).encode(), image.tobytes())
-    return _sha(repr(image).encode())  # unknown types fail later in encode with a clear InputError
-
-
-def _sha(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(len(p).to_bytes(8, "little"))
-        h.update(p)
-    return h.hexdigest()
+    """The store's content hash of in-memory content (``e5v.items.content_key``), as ``add`` computes it, so
+    vectors written from elsewhere (e.g. Spark) dedupe against indexed files with the same bytes or text."""
+    return content_key(kind, image=image, text=text)
