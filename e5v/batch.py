@@ -71,10 +71,14 @@ def run_isolated(batch: list[Prepared], forward: Callable[[list[Prepared]], Any]
 
 
 @torch.inference_mode()
-def run_batch(backend: Backend, batch: list[Prepared], image_processor, image_token_id: int, pad_id: int,
+def run_batch(backend: Backend, batch: list[Prepared], components: Any,
               image_mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (hidden (B, L, D), attention_mask (B, L), image_mask (B, L)) for the batch, left-padded."""
-    features, geometry = _image_features(backend, batch, image_processor, image_mode)
+    image_token_id, pad_id = components.image_token_id, components.tokenizer.pad_token_id
+    family = components.spec
+    mrope = family.mrope
+    features, geometry = _image_features(backend, batch, components.image_processor, family.geometry_key,
+                                         image_mode)
     id_tensors = [torch.tensor(item.ids, dtype=torch.long) for item in batch]  # B x (T_b,)
     flat = torch.cat(id_tensors)  # (sum T,)
     safe = torch.where(flat == image_token_id, torch.full_like(flat, pad_id), flat)
@@ -96,23 +100,23 @@ def run_batch(backend: Backend, batch: list[Prepared], image_processor, image_to
         image_rows.append(torch.cat([torch.zeros(at, dtype=torch.bool), torch.ones(n, dtype=torch.bool),
                                      torch.zeros(len(ids) - at - 1, dtype=torch.bool)]))
     embeds, mask, positions, image_mask = left_pad(rows, image_rows)
-    position_hook = getattr(backend, "position_ids", None)
-    if position_hook is not None:  # e.g. Qwen2-VL's 3-D M-RoPE positions depend on the image grid
+    if mrope:  # e.g. Qwen2-VL's 3-D M-RoPE positions depend on the image grid; the backend computes them
         input_ids = torch.full(mask.shape, pad_id, dtype=torch.long)  # (B, L)
         for b, row in enumerate(id_rows):
             input_ids[b, mask.shape[1] - len(row):] = row
-        positions = position_hook(input_ids, mask, image_mask, geometry)
+        positions = backend.position_ids(input_ids, mask, image_mask, geometry)
     hidden = backend.hidden_states(embeds, mask, positions)  # (B, L, D)
     return hidden, mask, image_mask
 
 
-def _image_features(backend: Backend, batch: list[Prepared], image_processor, image_mode: str):
-    """Features per image (batch order) and the processor's per-image geometry (sizes or grids)."""
+def _image_features(backend: Backend, batch: list[Prepared], image_processor, geometry_key: str, image_mode: str):
+    """Features per image (batch order) and the processor's per-image geometry (the family's ``geometry_key``:
+    LLaVA-NeXT's original sizes, Qwen2-VL's patch grids)."""
     images = [p.image for p in batch if p.image is not None]
     if not images:
         return [], None
     processed = image_processor(images, return_tensors="pt")
-    geometry = processed["image_sizes"] if "image_sizes" in processed else processed["image_grid_thw"]
+    geometry = processed[geometry_key]
     return backend.image_features(processed["pixel_values"], geometry, image_mode), geometry
 
 

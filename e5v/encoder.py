@@ -47,7 +47,7 @@ class E5V:
     max_batch_tokens: int = MAX_BATCH_TOKENS
 
     def __init__(self, components: Components, backend: Any, *, image_mode: str = "anyres",
-                 prompt: str | PromptSet | None = None, instruction: str | None = None, pooling: str = "last",
+                 prompt: str | PromptSet | None = None, instruction: str | None = None, pooling: str | None = None,
                  image_limits: ImageLimits = ImageLimits()):
         if image_mode not in IMAGE_MODES:
             raise ValueError(f"unknown image_mode {image_mode!r}; choose one of {IMAGE_MODES}")
@@ -56,7 +56,12 @@ class E5V:
         self.image_mode = image_mode
         self.prompt = prompt
         self.instruction = instruction
-        self.prompts = resolve_prompts(prompt, instruction)
+        family = components.spec
+        self.prompts = resolve_prompts(prompt if prompt is not None else family.default_prompts(), instruction)
+        pooling = pooling or family.default_pooling
+        if pooling not in family.poolers:
+            raise ValueError(f"pooling {pooling!r} is not available for {family.name} models; choose one of "
+                             f"{list(family.poolers)}")
         self.pooler = get_pooler(pooling)
         self.image_limits = image_limits
         self.pipeline = Pipeline(components, backend)
@@ -65,7 +70,7 @@ class E5V:
     def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, *, backend: str | None = None,
                         device: str | None = None, dtype: str | torch.dtype | None = None,
                         image_mode: str = "anyres", prompt: str | PromptSet | None = None,
-                        instruction: str | None = None, pooling: str = "last", revision: str | None = None,
+                        instruction: str | None = None, pooling: str | None = None, revision: str | None = None,
                         lora: str | os.PathLike | None = None, max_pixels: int | None = None,
                         image_formats: Iterable[str] | None = None, min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
         """Load an E5-V model from a Hugging Face id or a local directory.
@@ -174,7 +179,8 @@ class E5V:
         if mode not in IMAGE_MODES or mode not in self.components.spec.image_modes:
             raise ValueError(f"unknown image_mode {mode!r}; choose one of {self.components.spec.image_modes}")
         prompts = self.prompts if instruction is None and prompt is None else resolve_prompts(
-            prompt if prompt is not None else self.prompt, instruction if instruction is not None else self.instruction)
+            prompt if prompt is not None else self._own_prompt(),
+            instruction if instruction is not None else self.instruction)
         pooler = self.pooler if pooling is None else get_pooler(pooling)
         return Request(prompts=prompts, mode=mode, pooler=pooler, head=Head(normalize=normalize),
                        batch_size=batch_size, raise_on_error=raise_on_error,
@@ -218,7 +224,7 @@ class E5V:
     def embedding_config(self, instruction: str | None = None, image_mode: str | None = None,
                          pooling: str | None = None) -> dict:
         """What determines the vector space; stores and servers refuse to mix vectors across configs."""
-        prompts = resolve_prompts(self.prompt, instruction) if instruction is not None else self.prompts
+        prompts = resolve_prompts(self._own_prompt(), instruction) if instruction is not None else self.prompts
         return {
             "model": self.components.model_id,
             "revision": self.components.revision,
@@ -231,6 +237,10 @@ class E5V:
             "dim": self.embedding_dim,
             "e5v_version": __version__,
         }
+
+    def _own_prompt(self) -> str | PromptSet:
+        """The prompt set this model was loaded with: the caller's, or its family's default."""
+        return self.prompt if self.prompt is not None else self.components.spec.default_prompts()
 
     def __repr__(self) -> str:
         return (f"E5V(model={self.components.model_id!r}, backend={self.backend.name!r}, "

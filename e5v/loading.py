@@ -1,14 +1,12 @@
 """Find a model (local directory or Hugging Face id) and load its tokenizer and image processor, repaired.
 
-E5-V's published processor files are incomplete for current transformers (DESIGN.md §2):
-no ``patch_size`` and no ``num_additional_image_tokens`` (the processor then counts one image token per
-tile too few), and no pad token. ``load_components`` fills these from the model config and validates
-processor and model against each other, so users never patch anything by hand.
+What is common to every family lives here (finding the files, the config, the tokenizer with a pad token
+and left padding, the image-token check); what differs (processor files and their repairs, chat format,
+image-token counting) is asked of the model's family (``e5v.families``), chosen from its config.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +28,13 @@ class Components:
     tokenizer: Any  # fast tokenizer, pad token set, left padding
     image_processor: Any  # LlavaNextImageProcessor(Pil)
     processor: Any  # LlavaNextProcessor with patch_size/num_additional_image_tokens filled in
-    family: str  # prompt family (see prompts.WRAPPERS)
+    chat: Any  # e5v.prompts.ChatFormat of the language model (its name is the config's "prompt_family")
     spec: Any = None  # e5v.families.Family: model family (architecture-specific knowledge)
+
+    @property
+    def family(self) -> str:
+        """The chat format's name ("llama3", "qwen2vl", ...), as recorded in embedding configs."""
+        return self.chat.name
 
     @property
     def image_token_id(self) -> int:
@@ -39,8 +42,8 @@ class Components:
         return int(self.config.image_token_id)
 
     def count_image_tokens(self, image, mode: str) -> int:
-        """Estimated number of image features, used to sort batches by length."""
-        return self.spec.count_image_tokens(image, mode, self)
+        """Estimated number of image features (from the image's size), used to sort batches by length."""
+        return self.spec.count_image_tokens(tuple(image.size), mode, self)
 
     @property
     def max_length(self) -> int:
@@ -98,16 +101,10 @@ def read_config(path: Path):
 
 
 def prompt_family(config) -> str:
-    """Which chat wrapper the language model expects, from its config (not guessed from names)."""
-    if getattr(config, "model_type", "") in ("qwen2_vl", "qwen2_5_vl"):
-        return "qwen2vl"
-    text_type = getattr(config.text_config, "model_type", "llama")
-    vocab = int(getattr(config.text_config, "vocab_size", 0))
-    if text_type == "mistral" or (text_type == "llama" and vocab == 32000):
-        return "mistral"
-    if text_type in ("phi3",):
-        return "phi3"
-    return "llama3"
+    """Which chat format the language model expects, from its config (asked of its family)."""
+    from .families import family_for
+
+    return family_for(config).chat_format(config).name
 
 
 def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None, *,
@@ -122,14 +119,8 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | No
     config = read_config(path)
     spec = family_for(config)
     tokenizer = _load_tokenizer(path)
-    if spec.name == "qwen2_vl":
-        image_processor = _load_qwen_image_processor(path, min_pixels, max_pixels)
-        processor = _build_qwen_processor(tokenizer, image_processor)
-    else:
-        if min_pixels is not None or max_pixels is not None:
-            raise ValueError("min_pixels/max_pixels apply to Qwen2-VL models; LLaVA-NeXT uses image_mode")
-        image_processor = _load_image_processor(path)
-        processor = _build_processor(config, tokenizer, image_processor)
+    image_processor, processor = spec.load_processors(path, config, tokenizer,
+                                                      {"min_pixels": min_pixels, "max_pixels": max_pixels})
     components = Components(
         path=path,
         model_id=str(model),
@@ -138,37 +129,11 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | No
         tokenizer=tokenizer,
         image_processor=image_processor,
         processor=processor,
-        family=prompt_family(config),
+        chat=spec.chat_format(config),
         spec=spec,
     )
     validate(components)
     return components
-
-
-def _load_qwen_image_processor(path: Path, min_pixels: int | None, max_pixels: int | None):
-    """Qwen2-VL's image processor (PIL backend: no torchvision here) with optional pixel bounds."""
-    try:
-        from transformers import Qwen2VLImageProcessorPil as Processor
-    except ImportError:  # transformers 4.x
-        from transformers import Qwen2VLImageProcessor as Processor
-    kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
-    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
-        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
-    try:
-        return Processor.from_pretrained(path, **kwargs)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the Qwen2-VL image processor in {path}: {exc}") from exc
-
-
-def _build_qwen_processor(tokenizer, image_processor):
-    """Qwen2VLProcessor for users who want it; None where it cannot be built (it insists on a video
-    processor, which needs torchvision). e5v's own data path uses the tokenizer and image processor only."""
-    try:
-        from transformers import Qwen2VLProcessor
-
-        return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    except Exception:  # noqa: BLE001 - optional convenience object; nothing downstream depends on it
-        return None
 
 
 def _load_tokenizer(path: Path):
@@ -184,60 +149,9 @@ def _load_tokenizer(path: Path):
     return tokenizer
 
 
-def has_image_processor_config(path: Path) -> bool:
-    """Either layout of the image processor's settings (DESIGN.md §2.9): ``preprocessor_config.json`` (the hub's
-    e5-v, transformers 4.x) or an ``image_processor`` entry inside ``processor_config.json`` (what
-    ``save_pretrained`` of transformers 5 writes, with no preprocessor_config.json at all)."""
-    if (path / "preprocessor_config.json").is_file():
-        return True
-    try:
-        nested = json.loads((path / "processor_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(nested, dict) and isinstance(nested.get("image_processor"), dict)
-
-
-def _load_image_processor(path: Path):
-    """The LLaVA-NeXT image processor; the PIL backend when torchvision is absent (CPU installs)."""
-    from transformers import AutoImageProcessor
-
-    if not has_image_processor_config(path):
-        raise ModelLoadError(f"{path} has no image processor settings (neither preprocessor_config.json nor an "
-                             "'image_processor' entry in processor_config.json)")
-    try:
-        return AutoImageProcessor.from_pretrained(path)
-    except Exception:
-        pass
-    try:
-        from transformers import LlavaNextImageProcessorPil as PilProcessor  # transformers >= 5
-    except ImportError:
-        from transformers import LlavaNextImageProcessor as PilProcessor  # 4.x: PIL/numpy based
-    try:
-        return PilProcessor.from_pretrained(path)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the image processor in {path}: {exc}") from exc
-
-
-def _build_processor(config, tokenizer, image_processor):
-    """A LlavaNextProcessor whose image-token counting matches the model (quirk 3 repaired)."""
-    from transformers import LlavaNextProcessor
-
-    vision = config.vision_config
-    # CLIP prepends a CLS token (+1); SigLIP has none.
-    extra = 0 if "siglip" in getattr(vision, "model_type", "") else 1
-    return LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=int(vision.patch_size),
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        num_additional_image_tokens=extra,
-    )
-
-
 def validate(c: Components) -> None:
     """Processor and model must agree; raise a clear error where e5v cannot repair a disagreement."""
-    config = c.config
-    token = "<|image_pad|>" if c.spec is not None and c.spec.name == "qwen2_vl" else "<image>"
+    token = c.spec.image_token
     token_id = c.tokenizer.convert_tokens_to_ids(token)
     if token_id is None or token_id == c.tokenizer.unk_token_id:
         raise ModelLoadError(f"the tokenizer has no {token!r} token; it does not belong to this model")
@@ -245,17 +159,4 @@ def validate(c: Components) -> None:
         raise ModelLoadError(
             f"tokenizer's {token!r} id {token_id} differs from the model's image_token_index {c.image_token_id}"
         )
-    if token != "<image>":
-        return
-    ip_pinpoints = [list(p) for p in getattr(c.image_processor, "image_grid_pinpoints", []) or []]
-    model_pinpoints = [list(p) for p in config.image_grid_pinpoints]
-    if ip_pinpoints and ip_pinpoints != model_pinpoints:
-        raise ModelLoadError(
-            f"image processor grid pinpoints {ip_pinpoints} differ from the model's {model_pinpoints}"
-        )
-    crop = getattr(c.image_processor, "crop_size", None)
-    crop_h = crop.get("height") if isinstance(crop, dict) else getattr(crop, "height", None)
-    if crop_h is not None and int(crop_h) != int(config.vision_config.image_size):
-        raise ModelLoadError(
-            f"image processor crop size {crop_h} differs from the vision tower's image size {config.vision_config.image_size}"
-        )
+    c.spec.validate(c)

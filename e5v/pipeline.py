@@ -84,7 +84,7 @@ class Pipeline:
         for index, obj in enumerate(raw):
             try:
                 item = to_item(obj, index, request.image_limits)
-                prepared += prepare([item], request.prompts, c.family, c.tokenizer, c.image_token_id, c.max_length,
+                prepared += prepare([item], request.prompts, c.chat, c.tokenizer, c.image_token_id, c.max_length,
                                     request.mode, c.count_image_tokens, [index])
             except InputError as exc:
                 if request.raise_on_error:
@@ -106,8 +106,7 @@ class Pipeline:
 
     def _forward(self, batch: list[Prepared], request: Request) -> Any:
         c = self.components
-        hidden, mask, image_mask = run_batch(self.backend, batch, c.image_processor, c.image_token_id,
-                                             c.tokenizer.pad_token_id, request.mode)
+        hidden, mask, image_mask = run_batch(self.backend, batch, c, request.mode)
         return request.pooler(hidden, mask, image_mask)  # (B, D), or B x (T_b, D)
 
 

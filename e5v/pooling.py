@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a pooler runs, so the CLI can list poolers without it
+    import torch
 
 PoolingName = Literal["last", "mean", "vision_mean", "tokens"]
 
@@ -29,6 +33,8 @@ class LastTokenPooler:
     multi_vector = False
 
     def __call__(self, hidden: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor | None = None) -> torch.Tensor:
+        import torch
+
         length = mask.shape[1]
         last = length - 1 - mask.flip(dims=[1]).to(torch.long).argmax(dim=1)  # (B,) index of the last 1
         return hidden[torch.arange(hidden.shape[0]), last.to(hidden.device)]  # (B, D)
@@ -52,6 +58,8 @@ class VisionMeanPooler:
     multi_vector = False
 
     def __call__(self, hidden: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor | None = None) -> torch.Tensor:
+        import torch
+
         fallback = MeanPooler()(hidden, mask)  # (B, D)
         if image_mask is None:
             return fallback
@@ -68,6 +76,8 @@ class TokensPooler:
     multi_vector = True
 
     def __call__(self, hidden: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        import torch
+
         keep = mask.to(torch.bool).to(hidden.device)  # (B, L)
         return [hidden[b][keep[b]] for b in range(hidden.shape[0])]  # B x (T_b, D)
 

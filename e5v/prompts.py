@@ -16,22 +16,32 @@ from .errors import InputError
 IMAGE = "<image>"
 SENT = "<sent>"
 
-#: Chat wrappers per backbone family. ``{}`` receives the user turn.
-WRAPPERS: dict[str, str] = {
-    "llama3": (
-        "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n \n"
-    ),
-    "mistral": "[INST] {} [/INST]",
-    "phi3": "<|user|>\n{}<|end|>\n<|assistant|>\n",
-    "qwen2vl": (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
-    ),
-}
+@dataclass(frozen=True)
+class ChatFormat:
+    """How one language model wants a user turn: its chat wrapper and what ``<image>`` becomes in it.
 
-#: What ``<image>`` becomes in each family's prompt (LLaVA families keep the literal ``<image>`` token).
-IMAGE_PLACEHOLDERS: dict[str, str] = {"qwen2vl": "<|vision_start|><|image_pad|><|vision_end|>"}
+    name:              recorded in embedding configs ("prompt_family"): vectors of two formats never mix.
+    wrapper:           the full prompt with ``{}`` where the user turn goes.
+    image_placeholder: what replaces ``<image>`` (LLaVA keeps the literal token; Qwen2-VL wraps its pad token).
+    """
+
+    name: str
+    wrapper: str
+    image_placeholder: str = IMAGE
+
+
+#: The chat formats of the backbones e5v knows (families pick theirs by config; a family may define more).
+LLAMA3 = ChatFormat("llama3", "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+                              "<|start_header_id|>assistant<|end_header_id|>\n\n \n")
+MISTRAL = ChatFormat("mistral", "[INST] {} [/INST]")
+PHI3 = ChatFormat("phi3", "<|user|>\n{}<|end|>\n<|assistant|>\n")
+QWEN2VL = ChatFormat("qwen2vl", "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                                "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+                     "<|vision_start|><|image_pad|><|vision_end|>")
+CHAT_FORMATS: dict[str, ChatFormat] = {f.name: f for f in (LLAMA3, MISTRAL, PHI3, QWEN2VL)}
+#: ``{}``-wrappers by name (kept for callers of earlier releases).
+WRAPPERS: dict[str, str] = {name: f.wrapper for name, f in CHAT_FORMATS.items()}
+
 
 DEFAULT_TEXT_INSTRUCTION = "Summary above sentence in one word:"
 DEFAULT_IMAGE_INSTRUCTION = "Summary above image in one word:"
@@ -113,22 +123,28 @@ def validate(prompts: PromptSet) -> None:
                 raise ValueError(f"the {kind} prompt must not contain {ph!r}: {template!r}")
 
 
-def render(kind: str, prompts: PromptSet, family: str = "llama3", text: str | None = None) -> str:
-    """Full prompt string for one item: the family's chat wrapper around the kind's template."""
+def chat_format(chat: ChatFormat | str) -> ChatFormat:
+    """A ChatFormat, or the known one of that name."""
+    if isinstance(chat, ChatFormat):
+        return chat
     try:
-        wrapper = WRAPPERS[family]
+        return CHAT_FORMATS[chat]
     except KeyError:
-        raise ValueError(f"unknown prompt family {family!r}; known: {sorted(WRAPPERS)}") from None
-    template = getattr(prompts, kind)
-    template = template.replace(IMAGE, IMAGE_PLACEHOLDERS.get(family, IMAGE))
+        raise ValueError(f"unknown prompt family {chat!r}; known: {sorted(CHAT_FORMATS)}") from None
+
+
+def render(kind: str, prompts: PromptSet, family: ChatFormat | str = LLAMA3, text: str | None = None) -> str:
+    """Full prompt string for one item: the chat format's wrapper around the kind's template."""
+    chat = chat_format(family)
+    template = getattr(prompts, kind).replace(IMAGE, chat.image_placeholder)
     if SENT in template:
         if text is None:
             raise InputError(f"{kind} item needs text")
         template = template.replace(SENT, text)
-    return wrapper.format(template)
+    return chat.wrapper.format(template)
 
 
-def split_around_text(kind: str, prompts: PromptSet, family: str = "llama3") -> tuple[str, str]:
+def split_around_text(kind: str, prompts: PromptSet, family: ChatFormat | str = LLAMA3) -> tuple[str, str]:
     """(before, after) of the rendered prompt around the ``<sent>`` slot; used to truncate overlong text."""
     marker = "\x00E5V_TEXT\x00"
     full = render(kind, prompts, family, text=marker)

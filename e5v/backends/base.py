@@ -18,9 +18,10 @@ out-of-vocabulary ``<image>`` id (DESIGN.md §2.2) and keeps batching/padding in
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class Backend(Protocol):

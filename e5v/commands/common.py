@@ -7,7 +7,9 @@ from typing import Any, Callable
 
 import click
 
+from ..backends import BACKENDS
 from ..errors import E5VError
+from ..pooling import POOLERS
 
 
 def model_options(f: Callable) -> Callable:
@@ -15,7 +17,7 @@ def model_options(f: Callable) -> Callable:
     options = [
         click.option("--model", "-m", default="royokong/e5-v", show_default=True,
                      help="Hugging Face id or local directory (checkpoint or `e5v export` output)."),
-        click.option("--backend", type=click.Choice(["torch", "openvino"]), default=None,
+        click.option("--backend", type=click.Choice(sorted(BACKENDS)), default=None,
                      help="Default: openvino for an exported directory, else torch."),
         click.option("--device", default=None, help="torch device (default: cpu, or cuda when available)."),
         click.option("--dtype", default=None, help="torch dtype: fp32 (CPU default), fp16 (CUDA default), bf16."),
@@ -24,9 +26,9 @@ def model_options(f: Callable) -> Callable:
         click.option("--instruction", default=None, help="Replace the one-word instruction of text/image prompts."),
         click.option("--lora", default=None, type=click.Path(exists=True, file_okay=False),
                      help="LoRA adapter directory from `e5v train`."),
-        click.option("--pooling", type=click.Choice(["last", "mean", "vision_mean", "tokens"]), default="last",
-                     show_default=True, help="last: E5-V's last-token state; mean / vision_mean: averages; "
-                     "tokens: one vector per token (multi-vector; `e5v embed` to .jsonl/.parquet only)."),
+        click.option("--pooling", type=click.Choice(sorted(POOLERS)), default=None,
+                     help="last: E5-V's last-token state; mean / vision_mean: averages; tokens: one vector per "
+                     "token (multi-vector; `e5v embed` to .jsonl/.parquet only). Default: the model family's."),
         click.option("--image-formats", "image_formats", default=None, metavar="PNG,JPEG,...",
                      help="Image formats that may be decoded (Pillow ids, comma-separated). Default: "
                      "PNG,JPEG,WEBP,GIF,BMP,TIFF; others are refused from their header."),
@@ -41,7 +43,7 @@ def model_options(f: Callable) -> Callable:
 
 
 def load_model(model: str, backend: str | None, device: str | None, dtype: str | None, image_mode: str,
-               instruction: str | None, lora: str | None, pooling: str = "last",
+               instruction: str | None, lora: str | None, pooling: str | None = None,
                qwen_min_pixels: int | None = None, qwen_max_pixels: int | None = None,
                image_formats: str | None = None, **_: Any):
     """Load E5V from the shared options; turn e5v errors (and invalid option combinations) into CLI errors."""

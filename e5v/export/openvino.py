@@ -196,11 +196,12 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
 
         calibration_items = (default_calibration_items() if str(calibration) == "builtin"
                              else read_calibration_file(calibration))  # bad files fail before any loading
+    from ..families import family_for
     from ..loading import prompt_family, read_config, resolve_model_path
 
     source, revision = resolve_model_path(model)
     config = read_config(source)  # ModelLoadError for anything e5v cannot load at all
-    if getattr(config, "model_type", None) != "llava_next":
+    if "openvino" not in family_for(config).backends:
         raise ModelLoadError(f"{model} is a {getattr(config, 'model_type', '?')} model; `e5v export --format "
                              "openvino` supports LLaVA-NeXT (E5-V) checkpoints only (use the torch backend)")
     output = Path(output)

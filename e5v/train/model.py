@@ -27,7 +27,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 def load_components_for_training(model: str) -> Components:
     """Tokenizer, config and prompt family; only LLaVA-NeXT checkpoints are trainable here."""
     components = load_components(model)
-    if components.config.model_type != "llava_next":
+    if not components.spec.trainable:
         raise ModelLoadError(f"e5v train supports LLaVA-NeXT checkpoints (like royokong/e5-v), not "
                              f"{components.config.model_type!r}")
     return components

@@ -59,7 +59,7 @@ def train(config: TrainConfig, on_step: Callable[[int, float], None] | None = No
                          f"number of processes ({dist.world})")
     components = load_components_for_training(config.model)
     prompts = resolve_prompts(None, config.instruction)
-    tokenize = PromptTokenizer(components.tokenizer, prompts, components.family, config.max_length,
+    tokenize = PromptTokenizer(components.tokenizer, prompts, components.chat, config.max_length,
                                components.image_token_id)
     ids = _tokenize_all(tokenize, examples, triplets)
     pad_id = int(components.tokenizer.pad_token_id)
@@ -216,7 +216,7 @@ def _manifest(config: TrainConfig, components: Any, prompts: Any, run_state: dic
         "base_model": str(config.model),
         "prompt_family": components.family,
         "prompts": {"text": prompts.text, "image": prompts.image, "composed": prompts.composed},
-        "text_prompt": render("text", prompts, components.family, text="<sent>"),
+        "text_prompt": render("text", prompts, components.chat, text="<sent>"),
         "instruction": config.instruction,
         "hyperparameters": run_state["hyperparameters"],
         "global_batch": min(config.batch_size, run_state["data"]["rows"]) * config.grad_accum,

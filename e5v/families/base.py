@@ -1,0 +1,57 @@
+"""What a model family is: everything that differs between multimodal LLMs, in one object.
+
+A family covers one architecture (LLaVA-NeXT, Qwen2-VL, ...) and answers every architecture question the
+rest of e5v asks: which processor files to load and how to repair and check them, which token marks an
+image and how many features an image becomes, which chat format its prompts use and which prompts are its
+defaults, which processor output carries the batch geometry, whether positions depend on the token layout
+(M-RoPE), which torch backend runs it and which backends, image modes and poolers it supports, and whether
+e5v can train or export it. Loading, batching, prompts, export and training ask it (capability flags), and
+never compare names. A new family is one module in ``e5v/families/`` plus a line in the registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..prompts import ChatFormat, PromptSet
+
+
+class Family:
+    """Base class; each family module subclasses it. Class attributes are the family's capabilities."""
+
+    name: str = ""  # registry key, recorded nowhere (configs record the chat format and the model)
+    model_types: tuple[str, ...] = ()  # config.model_type values this family covers
+    architectures: tuple[str, ...] = ()  # for error messages
+    torch_backend: str = "e5v.backends.torch_backend:TorchBackend"  # "module:Class"
+    backends: tuple[str, ...] = ("torch",)  # backend names that support this family
+    image_modes: tuple[str, ...] = ("anyres",)  # accepted image_mode values
+    poolers: tuple[str, ...] = ("last", "mean", "vision_mean", "tokens")  # pooler names that make sense here
+    default_pooling: str = "last"
+    image_token: str = "<image>"  # the tokenizer's image placeholder token
+    geometry_key: str = "image_sizes"  # image-processor output holding each image's geometry
+    mrope: bool = False  # positions depend on the token layout (the backend computes them)
+    trainable: bool = False  # `e5v train` supports it (text-only LoRA on its language model)
+
+    def chat_format(self, config: Any) -> ChatFormat:
+        """The chat format the language model expects, from its config."""
+        raise NotImplementedError
+
+    def default_prompts(self) -> PromptSet:
+        """The prompts used when the caller names none (E5-V's one-word prompts by default)."""
+        return PromptSet()
+
+    def load_processors(self, path: Path, config: Any, tokenizer: Any, options: dict) -> tuple[Any, Any]:
+        """(image processor, full processor or None), repaired for this family; ``options`` holds the
+        family's own loading options (e.g. Qwen2-VL's min/max pixels)."""
+        raise NotImplementedError
+
+    def validate(self, components: Any) -> None:
+        """Refuse processor/model disagreements e5v cannot repair (ModelLoadError)."""
+
+    def count_image_tokens(self, size: tuple[int, int], mode: str, components: Any) -> int:
+        """Image features an image of ``size`` (width, height) becomes; used to plan batches."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<family {self.name}>"
