@@ -22,8 +22,10 @@ from .errors import InputError
 from .preprocess import Prepared
 
 
-def decode_batch(batch: list[Prepared], errors: dict[int, str], raise_on_error: bool) -> list[Prepared]:
-    """The batch with its images decoded (RGB); an image that fails to decode is recorded and left out.
+def decode_batch(batch: list[Prepared], errors: dict[int, str], raise_on_error: bool,
+                 family: Any = None) -> list[Prepared]:
+    """The batch with its images decoded (RGB, then the family's own image preparation, if any); an image
+    that fails to decode is recorded and left out.
 
     Decoding per batch keeps one batch of decoded images in memory however many images a call holds
     (docs/inputs.md)."""
@@ -33,7 +35,10 @@ def decode_batch(batch: list[Prepared], errors: dict[int, str], raise_on_error: 
             ready.append(p)
             continue
         try:
-            ready.append(replace(p, image=p.image.decode(p.index)))
+            image = p.image.decode(p.index, alpha=family.alpha if family is not None else "white")
+            if family is not None:
+                image = family.prepare_image(image)
+            ready.append(replace(p, image=image))
         except InputError as exc:
             if raise_on_error:
                 raise

@@ -18,6 +18,7 @@ import torch
 from . import __version__
 from .backends import backend_class
 from .errors import InputError
+from .families import family_for
 from .head import Head
 from .inputs import ImageLimits, Item
 from .loading import DEFAULT_MODEL, Components, load_components
@@ -57,7 +58,7 @@ class E5V:
         self.prompt = prompt
         self.instruction = instruction
         family = components.spec
-        self.prompts = resolve_prompts(prompt if prompt is not None else family.default_prompts(), instruction)
+        self.prompts = self._resolve(prompt, instruction)
         pooling = pooling or family.default_pooling
         if pooling not in family.poolers:
             raise ValueError(f"pooling {pooling!r} is not available for {family.name} models; choose one of "
@@ -72,7 +73,7 @@ class E5V:
                         image_mode: str = "anyres", prompt: str | PromptSet | None = None,
                         instruction: str | None = None, pooling: str | None = None, revision: str | None = None,
                         lora: str | os.PathLike | None = None, max_pixels: int | None = None,
-                        image_formats: Iterable[str] | None = None, min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
+                        image_formats: Iterable[str] | None = None, family: str | None = None, min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
         """Load an E5-V model from a Hugging Face id or a local directory.
 
         Args:
@@ -84,12 +85,15 @@ class E5V:
             instruction: replaces the one-word instruction of the text and image prompts.
             lora: a LoRA adapter directory from ``e5v train``, applied for inference.
             max_pixels: refuse images with more pixels (decompression-bomb guard), read from the header.
+            family: the model family's recipe by name (``e5v.families.REGISTRY``: e.g. "gme" for a GME
+                checkpoint, which has a plain Qwen2-VL config); None picks it from the config (and marker files).
             image_formats: Pillow format ids that may be decoded (default PNG, JPEG, WEBP, GIF, BMP, TIFF);
                 anything else is refused from its header (e.g. EPS, which Pillow would render with Ghostscript).
             min_image_pixels, max_image_pixels: Qwen2-VL only: bounds of its dynamic resolution (pixels after
                 resizing; the processor's ``min_pixels``/``max_pixels``). Fewer pixels, fewer image tokens.
         """
-        components = load_components(model, revision, min_pixels=min_image_pixels, max_pixels=max_image_pixels)
+        components = load_components(model, revision, min_pixels=min_image_pixels, max_pixels=max_image_pixels,
+                                     family=family)
         if image_mode not in components.spec.image_modes:
             raise ValueError(f"image_mode {image_mode!r} is not available for {components.spec.name} models; "
                              f"choose one of {components.spec.image_modes}")
@@ -178,9 +182,8 @@ class E5V:
         mode = image_mode or self.image_mode
         if mode not in IMAGE_MODES or mode not in self.components.spec.image_modes:
             raise ValueError(f"unknown image_mode {mode!r}; choose one of {self.components.spec.image_modes}")
-        prompts = self.prompts if instruction is None and prompt is None else resolve_prompts(
-            prompt if prompt is not None else self._own_prompt(),
-            instruction if instruction is not None else self.instruction)
+        prompts = self.prompts if instruction is None and prompt is None else self._resolve(
+            prompt if prompt is not None else self.prompt, instruction if instruction is not None else self.instruction)
         pooler = self.pooler if pooling is None else get_pooler(pooling)
         return Request(prompts=prompts, mode=mode, pooler=pooler, head=Head(normalize=normalize),
                        batch_size=batch_size, raise_on_error=raise_on_error,
@@ -224,23 +227,31 @@ class E5V:
     def embedding_config(self, instruction: str | None = None, image_mode: str | None = None,
                          pooling: str | None = None) -> dict:
         """What determines the vector space; stores and servers refuse to mix vectors across configs."""
-        prompts = resolve_prompts(self._own_prompt(), instruction) if instruction is not None else self.prompts
+        prompts = self._resolve(self.prompt, instruction) if instruction is not None else self.prompts
         return {
             "model": self.components.model_id,
             "revision": self.components.revision,
             "backend": self.backend.name,
             "weights": self.backend.weights,
             "prompt_family": self.components.family,
-            "prompts": {"text": prompts.text, "image": prompts.image, "composed": prompts.composed},
+            "prompts": {"text": prompts.text, "image": prompts.image, "composed": prompts.composed,
+                        **({"system": prompts.system} if prompts.system is not None else {})},
             "image_mode": image_mode or self.image_mode,
             "pooling": pooling or self.pooler.name,
             "dim": self.embedding_dim,
             "e5v_version": __version__,
+            # a family chosen by name or marker file (GME on a Qwen2-VL config) is part of the space; the
+            # default family of a config is implied by the model, so E5-V configs are as they always were
+            **({"family": self.components.spec.name} if self.components.spec is not
+               family_for(self.components.config) else {}),
         }
 
-    def _own_prompt(self) -> str | PromptSet:
-        """The prompt set this model was loaded with: the caller's, or its family's default."""
-        return self.prompt if self.prompt is not None else self.components.spec.default_prompts()
+    def _resolve(self, prompt: str | PromptSet | None, instruction: str | None) -> PromptSet:
+        """A prompt set (the caller's, or the family's default) with ``instruction`` placed where the family's
+        recipe puts it (E5-V: the one-word instruction; GME: the system turn)."""
+        family = self.components.spec
+        base = resolve_prompts(prompt if prompt is not None else family.default_prompts())
+        return family.apply_instruction(base, instruction)
 
     def __repr__(self) -> str:
         return (f"E5V(model={self.components.model_id!r}, backend={self.backend.name!r}, "

@@ -88,17 +88,19 @@ class ImageSource:
     def pixels(self) -> int:
         return self.size[0] * self.size[1]
 
-    def decode(self, index: int | None = None) -> Image.Image:
-        """Decode to 8-bit RGB; every failure is an InputError naming ``index``."""
+    def decode(self, index: int | None = None, *, alpha: str = "white") -> Image.Image:
+        """Decode to 8-bit RGB; every failure is an InputError naming ``index``. ``alpha``: "white" composites
+        transparency onto white (transformers' convert_to_rgb), "drop" discards it (PIL's ``convert("RGB")``,
+        what some model cards' recipes do)."""
         try:
             if isinstance(self.source, Image.Image):
-                return _upright_rgb(self.source)
+                return _upright_rgb(self.source, alpha)
             data = _read(self.source, index, self.limits)
             image = _open(io.BytesIO(data), self.source, index, self.limits)
             check_size(image.size, index, self.limits)  # a file may have changed since it was probed
             if image.format in ("JPEG", "MPO"):
                 check_jpeg_complete(data, self.source, index)
-            return _upright_rgb(image)
+            return _upright_rgb(image, alpha)
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - the decode boundary: any decoder failure is a bad item
@@ -168,8 +170,9 @@ def check_jpeg_complete(data: bytes, source: Any, index: int | None) -> None:
                          "the file would decode with missing (grey) regions", index) from None
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB, transparency composited onto white (as transformers' ``convert_to_rgb``).
+def to_rgb(image: Image.Image, alpha: str = "white") -> Image.Image:
+    """8-bit RGB, transparency composited onto white (as transformers' ``convert_to_rgb``), or dropped
+    (``alpha="drop"``: PIL's plain conversion).
 
     16-bit and 32-bit integer/float greyscale are rescaled to 0..255 first: PIL's own conversion clips
     them, which would turn most 16-bit photos white (a silent wrong vector).
@@ -184,7 +187,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
-    if has_alpha:
+    if has_alpha and alpha == "white":
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -288,7 +291,7 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
 
 
-def _upright_rgb(image: Image.Image) -> Image.Image:
+def _upright_rgb(image: Image.Image, alpha: str = "white") -> Image.Image:
     """First frame, decoded, EXIF-upright, 8-bit RGB."""
     try:
         image.seek(0)  # animated GIF/WebP/APNG: the first frame, as browsers show as a still
@@ -298,4 +301,4 @@ def _upright_rgb(image: Image.Image) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the configured limit was checked
         image.load()
         image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        return to_rgb(image, alpha)

@@ -47,8 +47,11 @@ class Components:
 
     @property
     def max_length(self) -> int:
-        """Longest sequence the language model accepts (positions), tokens of images included."""
-        return int(getattr(self.config.text_config, "max_position_embeddings", 8192))
+        """Longest sequence fed to the model, tokens of images included: the model's positions, or the family
+        recipe's own limit when lower."""
+        positions = int(getattr(self.config.text_config, "max_position_embeddings", 8192))
+        limit = getattr(self.spec, "max_tokens", None)
+        return min(positions, limit) if limit else positions
 
 
 def resolve_model_path(model: str | os.PathLike, revision: str | None = None) -> tuple[Path, str | None]:
@@ -108,7 +111,8 @@ def prompt_family(config) -> str:
 
 
 def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None, *,
-                    min_pixels: int | None = None, max_pixels: int | None = None) -> Components:
+                    min_pixels: int | None = None, max_pixels: int | None = None,
+                    family: str | None = None) -> Components:
     """Resolve the model, read its config and load a repaired tokenizer, image processor and processor.
 
     ``min_pixels`` / ``max_pixels`` set Qwen2-VL's dynamic-resolution bounds (pixels per image after resizing).
@@ -117,7 +121,7 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | No
 
     path, commit = resolve_model_path(model, revision)
     config = read_config(path)
-    spec = family_for(config)
+    spec = family_for(config, path=path, name=family)
     tokenizer = _load_tokenizer(path)
     image_processor, processor = spec.load_processors(path, config, tokenizer,
                                                       {"min_pixels": min_pixels, "max_pixels": max_pixels})

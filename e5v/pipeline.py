@@ -95,7 +95,7 @@ class Pipeline:
     def _run_batch(self, batch: list[Prepared], vectors: Any, request: Request, errors: dict[int, str]) -> None:
         """Decode one batch's images, run it, write its rows; its decoded images die with this frame."""
         forward = functools.partial(self._forward, request=request)
-        for part, pooled in run_isolated(decode_batch(batch, errors, request.raise_on_error), forward, errors,
+        for part, pooled in run_isolated(decode_batch(batch, errors, request.raise_on_error, self.components.spec), forward, errors,
                                          request.raise_on_error):
             rows = request.head(pooled)  # (B, D) float32, or B x (T_b, D)
             if request.pooler.multi_vector:

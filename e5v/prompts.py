@@ -28,6 +28,7 @@ class ChatFormat:
     name: str
     wrapper: str
     image_placeholder: str = IMAGE
+    default_system: str | None = None  # what ``{system}`` in the wrapper becomes unless a PromptSet sets one
 
 
 #: The chat formats of the backbones e5v knows (families pick theirs by config; a family may define more).
@@ -61,6 +62,9 @@ class PromptSet:
     # The paper's CIRR query prompt (spelled "describe"; the original code's "desribe" is available
     # as the named set "cirr-original").
     composed: str = f'{IMAGE}Modify this image with "{SENT}", describe modified image in one word: '
+    # The system turn, for chat formats with a ``{system}`` slot (e.g. GME puts its instruction there);
+    # None: the format's default. Not part of E5-V's prompts.
+    system: str | None = None
 
 
 #: Named prompt sets users can select with ``prompt="..."``.
@@ -102,6 +106,12 @@ def resolve_prompts(prompt: str | PromptSet | None = None, instruction: str | No
     else:
         raise TypeError(f"prompt must be a name or a PromptSet, not {type(prompt).__name__}")
     validate(prompts)
+    return with_instruction(prompts, instruction)
+
+
+def with_instruction(prompts: PromptSet, instruction: str | None) -> PromptSet:
+    """E5-V's instruction following: ``instruction`` replaces the one-word instruction of the text and image
+    prompts (the composed prompt keeps its own)."""
     if instruction is None:
         return prompts
     instruction = instruction.strip()
@@ -141,7 +151,9 @@ def render(kind: str, prompts: PromptSet, family: ChatFormat | str = LLAMA3, tex
         if text is None:
             raise InputError(f"{kind} item needs text")
         template = template.replace(SENT, text)
-    return chat.wrapper.format(template)
+    before, after = chat.wrapper.split("{}", 1)  # not str.format: texts and instructions may hold braces
+    system = prompts.system if prompts.system is not None else chat.default_system
+    return before.replace("{system}", system or "") + template + after
 
 
 def split_around_text(kind: str, prompts: PromptSet, family: ChatFormat | str = LLAMA3) -> tuple[str, str]:

@@ -9,6 +9,7 @@ import click
 
 from ..backends import BACKENDS
 from ..errors import E5VError
+from ..families import family_names
 from ..pooling import POOLERS
 
 
@@ -29,6 +30,9 @@ def model_options(f: Callable) -> Callable:
         click.option("--pooling", type=click.Choice(sorted(POOLERS)), default=None,
                      help="last: E5-V's last-token state; mean / vision_mean: averages; tokens: one vector per "
                      "token (multi-vector; `e5v embed` to .jsonl/.parquet only). Default: the model family's."),
+        click.option("--family", type=click.Choice(family_names()), default=None,
+                     help="Model family recipe (e.g. gme for a GME checkpoint: its config is a plain Qwen2-VL's). "
+                     "Default: from the model config and marker files."),
         click.option("--image-formats", "image_formats", default=None, metavar="PNG,JPEG,...",
                      help="Image formats that may be decoded (Pillow ids, comma-separated). Default: "
                      "PNG,JPEG,WEBP,GIF,BMP,TIFF; others are refused from their header."),
@@ -45,14 +49,14 @@ def model_options(f: Callable) -> Callable:
 def load_model(model: str, backend: str | None, device: str | None, dtype: str | None, image_mode: str,
                instruction: str | None, lora: str | None, pooling: str | None = None,
                qwen_min_pixels: int | None = None, qwen_max_pixels: int | None = None,
-               image_formats: str | None = None, **_: Any):
+               image_formats: str | None = None, family: str | None = None, **_: Any):
     """Load E5V from the shared options; turn e5v errors (and invalid option combinations) into CLI errors."""
     from ..encoder import E5V
 
     try:
         return E5V.from_pretrained(model, backend=backend, device=device, dtype=dtype, image_mode=image_mode,
                                    instruction=instruction, lora=lora, pooling=pooling,
-                                   min_image_pixels=qwen_min_pixels, max_image_pixels=qwen_max_pixels,
+                                   min_image_pixels=qwen_min_pixels, max_image_pixels=qwen_max_pixels, family=family,
                                    image_formats=[f.strip() for f in image_formats.split(",") if f.strip()]
                                    if image_formats else None)
     except (E5VError, ValueError) as exc:

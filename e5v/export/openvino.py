@@ -201,7 +201,7 @@ def export_openvino(model: str, output: str | Path, *, weights: str = "int8", gr
 
     source, revision = resolve_model_path(model)
     config = read_config(source)  # ModelLoadError for anything e5v cannot load at all
-    if "openvino" not in family_for(config).backends:
+    if "openvino" not in family_for(config, path=source).backends:
         raise ModelLoadError(f"{model} is a {getattr(config, 'model_type', '?')} model; `e5v export --format "
                              "openvino` supports LLaVA-NeXT (E5-V) checkpoints only (use the torch backend)")
     output = Path(output)

@@ -32,6 +32,20 @@ class Family:
     geometry_key: str = "image_sizes"  # image-processor output holding each image's geometry
     mrope: bool = False  # positions depend on the token layout (the backend computes them)
     trainable: bool = False  # `e5v train` supports it (text-only LoRA on its language model)
+    alpha: str = "white"  # transparency: composited on white (transformers) or "drop"ped (PIL convert)
+    max_tokens: int | None = None  # the recipe's sequence limit, when below the model's positions
+    marker_files: tuple[str, ...] = ()  # files in a checkpoint directory that select this family
+
+    def prepare_image(self, image: Any) -> Any:
+        """The recipe's own image step after decoding (e.g. a resize), before the image processor."""
+        return image
+
+    def apply_instruction(self, prompts: PromptSet, instruction: str | None) -> PromptSet:
+        """Where a caller's ``instruction=`` goes: E5-V replaces the one-word instruction of the text and image
+        prompts (``prompts.with_instruction``)."""
+        from ..prompts import with_instruction
+
+        return with_instruction(prompts, instruction)
 
     def chat_format(self, config: Any) -> ChatFormat:
         """The chat format the language model expects, from its config."""
