@@ -139,10 +139,10 @@ def test_encode_holds_one_batch_of_decoded_images(model, noise, monkeypatch):
     peak = 0
     decode = ImageSource.decode
 
-    def tracking_decode(self, index=None):
+    def tracking_decode(self, index=None, **kwargs):
         nonlocal peak
         gc.collect()
-        image = decode(self, index)
+        image = decode(self, index, **kwargs)
         alive.append(weakref.ref(image))
         peak = max(peak, sum(ref() is not None for ref in alive))
         return image

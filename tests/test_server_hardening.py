@@ -185,9 +185,9 @@ def test_each_image_is_decoded_once_on_the_model_thread(model, images, monkeypat
     decoded: list[str] = []
     original = ImageSource.decode
 
-    def counting(self, index=None):
+    def counting(self, index=None, **kwargs):
         decoded.append(threading.current_thread().name)
-        return original(self, index)
+        return original(self, index, **kwargs)
 
     with InProcessServer(create_app(ServerConfig(model_names=(NAME,)), model=model)) as base:
         for _ in range(100):

@@ -267,3 +267,19 @@ def test_hostile_files_give_null_rows_with_messages_not_failed_tasks(spark, stag
     assert rows["cut.jpg"].embedding is None and "incomplete or corrupt JPEG" in rows["cut.jpg"].embedding_error
     assert rows["good.png"].embedding_error is None
     assert _cos(rows["good.png"].embedding, model.encode([folder / "good.png"])[0]) >= COS
+
+
+def test_a_gme_checkpoint_runs_through_the_stage_unchanged(spark, tmp_path, images):
+    """A GME checkpoint (marked by its card's gme_inference.py) is picked up by the worker's model load."""
+    from e5v import E5V
+    from e5v.testing import make_tiny_qwen2vl
+
+    path = make_tiny_qwen2vl(tmp_path / "gme", variant="qwen2_vl", seed=3)
+    (path / "gme_inference.py").write_text("# the model card's inference script\n")
+    gme = E5V.from_pretrained(path)
+    assert gme.components.spec.name == "gme"
+    texts = ["a red car", "a green field", "a dog"]
+    df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "id long, text string")
+    rows = {r.id: r for r in E5VEmbeddings(model=str(path), inputCol="text").transform(df).collect()}
+    for i, vector in enumerate(gme.encode(texts)):
+        assert rows[i].embedding_error is None and _cos(rows[i].embedding, vector) >= COS
