@@ -105,11 +105,13 @@ def test_cli_search_documents_the_ann_defaults():
 
 
 def test_in_memory_exact_search_equals_lancedb_flat_scan(indexed, clustered):
+    from e5v.store.search import search_in_memory, search_lance
+
     _, queries = clustered
     for q, filters in ((queries[0], []), (queries[1], ["kind = 'text'"]),
                        (queries[2], ["(json_get_int(metadata, 'group') = 2)", "kind = 'image'"])):
-        mine = indexed._search_in_memory(q, 10, filters)
-        lance = indexed._search_lance(q, 10, filters, use_ann=False, nprobes=1, refine_factor=1)
+        mine = search_in_memory(indexed._table, indexed._exact, q, 10, filters)
+        lance = search_lance(indexed._table, q, 10, filters, use_ann=False, nprobes=1, refine_factor=1)
         assert _ids(mine) == _ids(lance)
         assert [h["score"] for h in mine] == pytest.approx([h["score"] for h in lance], abs=1e-5)
         assert [h["metadata"] for h in mine] == [h["metadata"] for h in lance]

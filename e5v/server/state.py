@@ -7,7 +7,6 @@ does it answer 200 and do the other routes accept work.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field

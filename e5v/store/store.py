@@ -12,15 +12,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -29,41 +25,14 @@ from ..items import KINDS
 from . import ann, exact as exact_search
 from .filters import check_raw_where, compile_filter
 from .lock import LOCK_NAME, WriterLock
+from .ingest import AddReport, check_row, embed_and_commit, table_row
 from .schema import TABLE, check_config, make_schema, stored_config, to_arrow
-from .walk import Problem, Record, discover
+from .search import as_json, search_in_memory, search_lance
+from .walk import discover
 
 #: Rows per commit unless told otherwise: small enough that a kill loses little work, large enough
 #: that a store does not drown in tiny fragments (they are compacted at the end of ``add`` anyway).
 DEFAULT_COMMIT_EVERY = 64
-#: Content hashes are sha256 hex digests; ids are their first 16 digits and are quoted into SQL, so anything
-#: else is refused at the door (a quote in a hash would otherwise break every later exact search).
-_HEX_HASH = re.compile(r"[0-9a-f]{16,128}")
-_RESULT_COLUMNS = ["id", "path", "kind", "text", "metadata", "_distance"]
-
-
-@dataclass
-class AddReport:
-    """What ``Store.add`` did. ``failed``/``unsupported`` hold (source, reason) pairs."""
-
-    added: int = 0
-    skipped_existing: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    unsupported: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    total_rows: int = 0
-    ann_built: bool = False
-
-    def __str__(self) -> str:
-        lines = [f"added {self.added}, skipped {self.skipped_existing} already present, failed {len(self.failed)}, "
-                 f"unsupported {len(self.unsupported)} in {self.seconds:.1f}s; store now holds {self.total_rows} rows"
-                 + (" (ANN index built)" if self.ann_built else "")]
-        lines += [f"  failed: {s}: {r}" for s, r in self.failed[:20]]
-        if len(self.failed) > 20:
-            lines.append(f"  ... and {len(self.failed) - 20} more failures")
-        lines += [f"  unsupported: {s}: {r}" for s, r in self.unsupported[:5]]
-        if len(self.unsupported) > 5:
-            lines.append(f"  ... and {len(self.unsupported) - 5} more unsupported files")
-        return "\n".join(lines)
 
 
 class Store:
@@ -157,8 +126,9 @@ class Store:
         with WriterLock(self.root):
             self._table.checkout_latest()
             existing = self._existing_hashes()
-            commits = self._embed_and_commit(discover(sources, text_unit=text_unit, pairs=pairs), existing,
-                                             batch_size, max(1, commit_every), show_progress, report)
+            commits = embed_and_commit(self.model, lambda rows: self._commit(rows, report),
+                                       discover(sources, text_unit=text_unit, pairs=pairs), existing, batch_size,
+                                       max(1, commit_every), show_progress, report)
             if commits > 8:
                 self._table.optimize()  # compact the small per-commit fragments (and update an ANN index)
             report.total_rows = self._table.count_rows()
@@ -192,7 +162,7 @@ class Store:
             self._table.checkout_latest()
             existing = self._existing_hashes()
             for n, row in enumerate(rows):
-                problem = self._check_row(row)
+                problem = check_row(row, self.dim)
                 if problem:
                     report.failed.append((str(row.get("path") or f"row {n}") if isinstance(row, dict) else f"row {n}",
                                           problem))
@@ -201,7 +171,7 @@ class Store:
                     report.skipped_existing += 1
                     continue
                 existing.add(row["hash"])
-                pending.append(_row(row["hash"], row["kind"], row.get("path"), row.get("text"), row.get("metadata"),
+                pending.append(table_row(row["hash"], row["kind"], row.get("path"), row.get("text"), row.get("metadata"),
                                     np.asarray(row["vector"], dtype=np.float32), datetime.now(timezone.utc)))
                 if len(pending) >= max(1, commit_every):
                     self._commit(pending, report)
@@ -210,65 +180,6 @@ class Store:
             report.total_rows = self._table.count_rows()
         report.seconds = time.perf_counter() - start
         return report
-
-    def _check_row(self, row: Any) -> str | None:
-        if not isinstance(row, dict):
-            return f"expected a dict, got {type(row).__name__}"
-        if row.get("kind") not in KINDS:
-            return f"kind must be one of {KINDS}, got {row.get('kind')!r}"
-        if not isinstance(row.get("hash"), str) or not _HEX_HASH.fullmatch(row["hash"]):
-            return ("hash must be a lower-case hex content hash of 16 to 128 digits (see "
-                    "e5v.store.walk.content_hash), got " + repr(row.get("hash"))[:80])
-        vector = row.get("vector")
-        if vector is None:
-            return f"no vector: {row.get('error') or 'the item failed to embed'}"
-        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vec.shape[0] != self.dim or not np.isfinite(vec).all():
-            return f"vector must be {self.dim} finite floats"
-        return None
-
-    def _embed_and_commit(self, found: Iterable[Record | Problem], existing: set[str], batch_size: int,
-                          commit_every: int, show: bool, report: AddReport) -> int:
-        """Embed what discovery yields through ``E5V.encode_iter`` (chunks of ``commit_every`` new records),
-        each chunk one atomic commit: memory holds one chunk whatever the sources hold, and a kill loses at most
-        one chunk. Returns the number of commits."""
-        from tqdm.auto import tqdm
-
-        pending: deque[Record] = deque()  # records whose items encode_iter has read, in order
-
-        def new_items() -> Iterator[Any]:
-            for record in found:
-                if isinstance(record, Problem):
-                    (report.unsupported if record.unsupported else report.failed).append((record.source, record.reason))
-                elif record.hash in existing:
-                    report.skipped_existing += 1
-                else:
-                    existing.add(record.hash)
-                    pending.append(record)
-                    yield record.item
-
-        commits = 0
-        with tqdm(unit="item", desc="indexing", disable=not show) as bar:
-            for result in self.model.encode_iter(new_items(), chunk_size=commit_every, batch_size=batch_size,
-                                                 show_progress_bar=False):
-                chunk = [pending.popleft() for _ in range(len(result.vectors))]
-                commits += self._commit(self._rows(chunk, result, report), report)
-                bar.update(len(chunk))
-        return commits
-
-    @staticmethod
-    def _rows(chunk: list[Record], result: Any, report: AddReport) -> list[dict]:
-        """Store rows for a chunk's embedded records; failed ones go to the report."""
-        now = datetime.now(timezone.utc)
-        rows = []
-        for j, rec in enumerate(chunk):
-            vec = result.vectors[j]
-            if j in result.errors or not np.isfinite(vec).all():
-                where = rec.path or f"item {result.offset + j}"
-                report.failed.append((where, result.errors.get(j, "non-finite vector")))
-                continue
-            rows.append(_row(rec.hash, rec.kind, rec.path, rec.text, rec.metadata, vec, now))
-        return rows
 
     def _commit(self, rows: list[dict], report: AddReport) -> int:
         """One atomic LanceDB commit of ``rows`` (nothing for none); returns the number of commits made."""
@@ -323,41 +234,12 @@ class Store:
             if not use_ann:
                 self._exact_queries += 1
                 if self._exact_queries > 1 and self._table.count_rows() <= exact_search.MAX_ROWS:
-                    return self._search_in_memory(vector, k, filters)
-            return self._search_lance(vector, k, filters, use_ann, nprobes, refine_factor)
+                    return search_in_memory(self._table, self._exact, vector, k, filters)
+            return search_lance(self._table, vector, k, filters, use_ann, nprobes, refine_factor)
         except (ValueError, RuntimeError, OSError) as exc:
             if where:
                 raise StoreError(f"search failed (check the filter {where!r}): {exc}") from None
             raise StoreError(f"search failed on the store at {self.root}: {exc}") from None
-
-    def _search_in_memory(self, vector: np.ndarray, k: int, filters: list[str]) -> list[dict]:
-        """Exact top-k by matmul over the cached vectors; LanceDB evaluates the filter and fetches the rows."""
-        self._exact.ensure(self._table)
-        allowed = None
-        if filters:
-            found = self._table.search().where(" AND ".join(filters)).select(["id"]).limit(max(len(self._exact.ids), 1))
-            allowed = found.to_arrow()["id"].to_pylist()
-        hits = self._exact.top_k(vector, k, allowed)
-        if not hits:
-            return []
-        listed = ", ".join(f"'{item_id}'" for item_id, _ in hits)  # ids are hex hash prefixes: safe to quote
-        rows = (self._table.search().where(f"id IN ({listed})").select(_RESULT_COLUMNS[:-1]).limit(len(hits))
-                .to_arrow().to_pylist())
-        by_id = {r["id"]: r for r in rows}
-        return [_result(by_id[item_id], score) for item_id, score in hits if item_id in by_id]
-
-    def _search_lance(self, vector: np.ndarray, k: int, filters: list[str], use_ann: bool, nprobes: int,
-                      refine_factor: int) -> list[dict]:
-        builder = self._table.search(vector, vector_column_name="vector").metric("cosine").limit(k)
-        builder = builder.select(_RESULT_COLUMNS)
-        if filters:
-            builder = builder.where(" AND ".join(filters), prefilter=True)
-        if use_ann:
-            nprobes = nprobes or ann.default_nprobes(self._table.count_rows())
-            builder = builder.nprobes(nprobes).refine_factor(refine_factor)
-        else:
-            builder = builder.bypass_vector_index()
-        return [_result(r, 1.0 - float(r["_distance"])) for r in builder.to_arrow().to_pylist()]
 
     def _query_vector(self, query: Any) -> np.ndarray:
         if isinstance(query, np.ndarray) or (isinstance(query, list) and query and isinstance(query[0], float)):
@@ -386,7 +268,7 @@ class Store:
             return None
         row = rows[0]
         return {"id": row["id"], "path": row["path"], "kind": row["kind"], "text": row["text"],
-                "metadata": _json(row["metadata"]), "vector": np.asarray(row["vector"], dtype=np.float32)}
+                "metadata": as_json(row["metadata"]), "vector": np.asarray(row["vector"], dtype=np.float32)}
 
     # ----------------------------------------------------------------- facts
     def __len__(self) -> int:
@@ -428,28 +310,13 @@ def _remove_uncommitted_creation(root: Path) -> None:
 
 def _model_config(model: Any) -> dict:
     config = model.embedding_config()
-    if config.get("pooling") == "tokens":
+    if getattr(getattr(model, "pooler", None), "multi_vector", False):
         raise E5VError("a store holds one vector per item; load the model with a single-vector pooling "
                        "(not 'tokens')")
     return config
 
 
-def _row(content_hash: str, kind: str, path: str | None, text: str | None, metadata: dict | None,
-         vector: np.ndarray, added_at: datetime) -> dict:
-    """A table row; the id is the content hash's first 16 hex digits (ids are alphanumeric: safe in filters)."""
-    return {"id": content_hash[:16], "hash": content_hash, "kind": kind, "path": path, "text": text,
-            "metadata": metadata or {}, "added_at": added_at, "vector": vector}
 
-
-def _result(row: dict, score: float) -> dict:
-    return {"id": row["id"], "score": score, "path": row["path"], "kind": row["kind"], "text": row["text"],
-            "metadata": _json(row["metadata"])}
-
-
-def _json(value: Any) -> dict:
-    if value is None:
-        return {}
-    return json.loads(value) if isinstance(value, (str, bytes)) else dict(value)
 
 
 __all__ = ["Store", "AddReport", "ConfigMismatchError", "StoreError"]
