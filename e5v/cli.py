@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train": "e5v.commands.train:train",
     "merge": "e5v.commands.train:merge",
     "eval": "e5v.commands.eval:eval_group",
+    "info": "e5v.commands.info:info",
 }
 
 _HELP = {
@@ -37,6 +38,7 @@ _HELP = {
     "train": "Text-only contrastive LoRA training (the paper's recipe).",
     "merge": "Merge a LoRA adapter into a full checkpoint.",
     "eval": "The paper's evaluation protocols.",
+    "info": "What a model load chose and why (family, route, memory).",
 }
 
 

@@ -73,7 +73,8 @@ class E5V:
                         image_mode: str = "anyres", prompt: str | PromptSet | None = None,
                         instruction: str | None = None, pooling: str | None = None, revision: str | None = None,
                         lora: str | os.PathLike | None = None, max_pixels: int | None = None,
-                        image_formats: Iterable[str] | None = None, family: str | None = None, min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
+                        image_formats: Iterable[str] | None = None, family: str | None = None,
+                        max_memory: str | int | None = None, min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
         """Load an E5-V model from a Hugging Face id or a local directory.
 
         Args:
@@ -85,6 +86,9 @@ class E5V:
             instruction: replaces the one-word instruction of the text and image prompts.
             lora: a LoRA adapter directory from ``e5v train``, applied for inference.
             max_pixels: refuse images with more pixels (decompression-bomb guard), read from the header.
+            max_memory: torch on CPU: the most memory the load may use ("6GB"; also ``E5V_MAX_MEMORY``), below what
+                the machine reports; a load estimated (from the safetensors headers) to need more is refused before
+                any weight is read, naming the routes that fit; the default fp32 falls back to bf16 if only that fits.
             family: the model family's recipe by name (``e5v.families.REGISTRY``: e.g. "gme" for a GME
                 checkpoint, which has a plain Qwen2-VL config); None picks it from the config (and marker files).
             image_formats: Pillow format ids that may be decoded (default PNG, JPEG, WEBP, GIF, BMP, TIFF);
@@ -99,7 +103,8 @@ class E5V:
                              f"choose one of {components.spec.image_modes}")
         name = backend or detect_backend(components.path)
         backend_obj = backend_class(name, components.spec).load(components, device=device, dtype=dtype,
-                                                                lora=str(lora) if lora is not None else None)
+                                                                lora=str(lora) if lora is not None else None,
+                                                                max_memory=max_memory)
         limits = ImageLimits(**{k: v for k, v in (("max_pixels", max_pixels),
                                                   ("formats", tuple(image_formats or ()))) if v})
         loaded = cls(components, backend_obj, image_mode=image_mode, prompt=prompt, instruction=instruction,
@@ -214,6 +219,11 @@ class E5V:
     @property
     def embedding_dim(self) -> int:
         return int(self.components.config.text_config.hidden_size)
+
+    @property
+    def route(self) -> str:
+        """What was loaded and why (backend, dtype, and the memory estimate against the budget)."""
+        return getattr(self.backend, "route", f"{self.backend.name} {self.backend.weights}")
 
     @property
     def tokenizer(self):

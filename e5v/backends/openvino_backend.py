@@ -85,7 +85,7 @@ class OpenVINOBackend:
 
     @classmethod
     def load(cls, components: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
-             lora: str | None = None) -> "OpenVINOBackend":
+             lora: str | None = None, max_memory: str | int | None = None) -> "OpenVINOBackend":
         ov = require("openvino", "openvino")
         from ..export.manifest import verify_manifest
 

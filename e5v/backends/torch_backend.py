@@ -44,6 +44,7 @@ class TorchBackend:
         self.device = device
         self.dtype = dtype
         self.weights = _NAMES.get(dtype, str(dtype))
+        self.route = f"torch {self.weights}"  # what was chosen and why (set by load)
 
     @staticmethod
     def model_class(components: Any) -> Any:
@@ -54,10 +55,13 @@ class TorchBackend:
 
     @classmethod
     def load(cls, components: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
-             lora: str | None = None) -> "TorchBackend":
+             lora: str | None = None, max_memory: str | int | None = None) -> "TorchBackend":
         from transformers.utils import logging as hf_logging
 
         dev, dt = resolve_device_dtype(device, dtype)
+        route = "torch " + _NAMES.get(dt, str(dt))
+        if dev.type == "cpu":
+            dt, route = fitting_dtype(components, dt, explicit=dtype is not None, max_memory=max_memory)
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown CLI output
         full = load_checked(cls.model_class(components), components.path, dt)
         base = full.model
@@ -68,7 +72,9 @@ class TorchBackend:
             base = _apply_lora(base, lora)
         base.to(dev).eval()
         base.requires_grad_(False)
-        return cls(base, dev, dt)
+        backend = cls(base, dev, dt)
+        backend.route = route
+        return backend
 
     @property
     def config(self):
@@ -111,6 +117,41 @@ class TorchBackend:
             use_cache=False,
         )
         return out.last_hidden_state
+
+
+def fitting_dtype(components: Any, dtype: torch.dtype, *, explicit: bool,
+                  max_memory: str | int | None) -> tuple[torch.dtype, str]:
+    """The CPU dtype to load in, checked against the memory budget before any weight is read.
+
+    An explicit dtype that does not fit is refused with the routes that would; the default (fp32) falls back
+    to bf16 when only bf16 fits (with a warning: bf16 differs from fp32 in the 4th decimal of the cosine and is
+    several times slower on CPUs without native bf16), so the default never ends in an out-of-memory kill.
+    """
+    from ..preprocess import MAX_BATCH_TOKENS
+    from .memory import check_fits, estimate_torch, gb, memory_budget
+
+    budget = memory_budget(max_memory)
+    hidden = int(components.config.text_config.hidden_size)
+    estimates = {dt: estimate_torch(components.path, dt, hidden, MAX_BATCH_TOKENS)
+                 for dt in (torch.float32, torch.bfloat16)}
+    chosen = estimates.get(dtype) or estimate_torch(components.path, dtype, hidden, MAX_BATCH_TOKENS)
+    if chosen is None or budget is None:
+        return dtype, f"torch {_NAMES.get(dtype, dtype)} (memory not checked: no safetensors headers or no budget)"
+    note = f"estimated peak {gb(chosen.peak)} of {gb(budget)} available"
+    if chosen.peak <= budget:
+        return dtype, f"torch {_NAMES.get(dtype, dtype)} ({note})"
+    narrow = estimates[torch.bfloat16]
+    if not explicit and dtype == torch.float32 and narrow is not None and narrow.peak <= budget:
+        import warnings
+
+        warnings.warn(f"fp32 would need about {gb(chosen.peak)} but {gb(budget)} is available: loading in bf16 "
+                      f"(about {gb(narrow.peak)}; cosines vs fp32 ~0.9999). Pass dtype='fp32' with more memory for "
+                      "fp32-exact vectors, or use an `e5v export` for less memory", RuntimeWarning, stacklevel=4)
+        return torch.bfloat16, (f"torch bf16 (fp32 needs {gb(chosen.peak)}, over the {gb(budget)} available; "
+                                f"bf16 estimated {gb(narrow.peak)})")
+    alternatives = {f"torch {_NAMES[dt]}": e.peak for dt, e in estimates.items() if e is not None and dt != dtype}
+    check_fits(chosen, budget, alternatives, components.model_id)
+    return dtype, f"torch {_NAMES.get(dtype, dtype)} ({note})"
 
 
 def _apply_lora(base: Any, lora: str) -> Any:

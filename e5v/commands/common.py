@@ -30,6 +30,9 @@ def model_options(f: Callable) -> Callable:
         click.option("--pooling", type=click.Choice(sorted(POOLERS)), default=None,
                      help="last: E5-V's last-token state; mean / vision_mean: averages; tokens: one vector per "
                      "token (multi-vector; `e5v embed` to .jsonl/.parquet only). Default: the model family's."),
+        click.option("--max-memory", default=None, metavar="SIZE",
+                     help="Most memory the model load may use (e.g. 6GB; env E5V_MAX_MEMORY). A load estimated to "
+                     "need more is refused before reading weights, naming the routes that fit."),
         click.option("--family", type=click.Choice(family_names()), default=None,
                      help="Model family recipe (e.g. gme for a GME checkpoint: its config is a plain Qwen2-VL's). "
                      "Default: from the model config and marker files."),
@@ -49,7 +52,8 @@ def model_options(f: Callable) -> Callable:
 def load_model(model: str, backend: str | None, device: str | None, dtype: str | None, image_mode: str,
                instruction: str | None, lora: str | None, pooling: str | None = None,
                qwen_min_pixels: int | None = None, qwen_max_pixels: int | None = None,
-               image_formats: str | None = None, family: str | None = None, **_: Any):
+               image_formats: str | None = None, family: str | None = None, max_memory: str | None = None,
+               **_: Any):
     """Load E5V from the shared options; turn e5v errors (and invalid option combinations) into CLI errors."""
     from ..encoder import E5V
 
@@ -57,6 +61,7 @@ def load_model(model: str, backend: str | None, device: str | None, dtype: str |
         return E5V.from_pretrained(model, backend=backend, device=device, dtype=dtype, image_mode=image_mode,
                                    instruction=instruction, lora=lora, pooling=pooling,
                                    min_image_pixels=qwen_min_pixels, max_image_pixels=qwen_max_pixels, family=family,
+                                   max_memory=max_memory,
                                    image_formats=[f.strip() for f in image_formats.split(",") if f.strip()]
                                    if image_formats else None)
     except (E5VError, ValueError) as exc:

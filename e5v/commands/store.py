@@ -51,7 +51,7 @@ def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
 
 
 _FROM_PRETRAINED = ("backend", "device", "dtype", "image_mode", "lora", "pooling", "min_image_pixels",
-                    "max_image_pixels", "family")
+                    "max_image_pixels", "family", "max_memory")
 
 
 @click.command()
