@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["throughput", "batch_memory", "openvino", "fullsize", "store", "server", "image_bombs", "spark", "train", "eval"]
+ORDER = ["throughput", "batch_memory", "load_memory", "openvino", "fullsize", "store", "server", "image_bombs", "spark", "train", "eval"]
 
 HEADER = """# Benchmarks
 

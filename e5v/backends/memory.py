@@ -4,9 +4,9 @@ Why: the CPU default loads E5-V 8B in fp32, about 33 GB, whatever the machine ha
 kernel kills the process part-way through loading, with no message. The budget is what the machine can give
 now (``MemAvailable``, and the cgroup's limit minus its usage when the process runs in one, as in containers),
 lowered by ``max_memory=`` or ``E5V_MAX_MEMORY`` (``"6GB"``, ``"512MiB"``, bytes). The estimate comes from the
-checkpoint's safetensors headers: the weights in the dtype asked for, plus the stored copy while converting
-(transformers holds both when the dtypes differ), plus activations at ``max_batch_tokens`` and a fixed
-allowance for the runtime.
+checkpoint's safetensors headers: the weights in the dtype asked for, plus the larger of the stored copy
+while converting (transformers holds both when the dtypes differ) and the activations of one forward pass
+at ``max_batch_tokens``, plus a fixed allowance for the runtime.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from ..errors import ModelLoadError
 
 #: Resident memory of Python + torch + transformers + tokenizer before any weight (measured ~0.4-0.5 GB).
 RUNTIME_BYTES = 600 * 2**20
-#: Activation bytes per padded token per hidden unit in one forward pass (hidden states, MLP intermediates and
-#: attention scratch, with margin; the OpenVINO language graph measured ~0.28 MB per token at E5-V's width).
-ACTIVATION_FACTOR = 24
+#: Activation elements per padded token per hidden unit in one torch forward pass (hidden states, MLP
+#: intermediates, attention scratch): fitted to a full 8192-token batch of the E5-V-width bench model, which
+#: peaked 1.7 GB over its fp32 weights (bench/results/load_memory.md), with ~10% margin.
+ACTIVATION_FACTOR = 14
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
           "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -90,7 +91,8 @@ class TorchEstimate:
 
     @property
     def peak(self) -> int:
-        return RUNTIME_BYTES + self.weights + self.conversion + self.activations
+        # the stored copy is freed once converted, before any forward pass: the two do not add up
+        return RUNTIME_BYTES + self.weights + max(self.conversion, self.activations)
 
 
 def estimate_torch(path: Path, dtype, hidden_size: int, max_batch_tokens: int) -> TorchEstimate | None:
