@@ -273,7 +273,9 @@ def test_fully_cached_rerun_does_not_load_the_model(tiny_model_path, tmp_path):
     assert more.exit_code == 0  # fewer captions: still all cached
     (tmp_path / "imgs" / "img0.png").write_bytes((tmp_path / "imgs" / "img1.png").read_bytes()[:-1] + b"\1")
     needs_model = CliRunner().invoke(cli, ["eval", *args])
-    assert needs_model.exit_code == 1 and "cannot load the model weights" in needs_model.output
+    # the broken weights are noticed when the model is needed (the memory check reads the shard headers first)
+    assert needs_model.exit_code == 1 and ("cannot load the model weights" in needs_model.output
+                                           or "corrupt header" in needs_model.output), needs_model.output
 
 
 def test_sts_several_datasets_report_their_average(tiny_model_path, tmp_path):
