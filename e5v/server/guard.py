@@ -20,6 +20,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .images import host_allowed  # the same host patterns as the remote-image allowlist
+
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -31,14 +33,6 @@ def host_name(header: str) -> str:
     if header.count(":") == 1:
         header = header.rsplit(":", 1)[0]
     return header.rstrip(".")
-
-
-def host_allowed(name: str, allowed: tuple[str, ...]) -> bool:
-    for entry in allowed:
-        entry = entry.lower().rstrip(".")
-        if entry == "*" or name == entry or (entry.startswith("*.") and name.endswith(entry[1:])):
-            return True
-    return False
 
 
 class RequestGuard:

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Request
 
 from ..errors import InputError
-from ..imagefile import ImageLimits, ImageSource, probe
+from ..imagefile import ImageSource, probe
 from .batcher import BatchFailed, QueueFull
 from .errors import APIError
 from .images import decode_data_uri, fetch_image
@@ -34,7 +34,7 @@ async def resolve_items(raw_items: list[RawItem], state: ServerState) -> list:
     decoded: the encoder decodes them once, batch by batch, on the model thread.
     """
     limits = state.config.limits
-    image_limits = ImageLimits(max_pixels=limits.max_image_pixels, formats=state.model.image_limits.formats)
+    image_limits = state.image_limits
 
     async def one(raw: RawItem) -> Any:
         if raw.image is None:

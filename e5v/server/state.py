@@ -95,6 +95,17 @@ class ServerState:
             if self.on_load_error is not None:
                 self.on_load_error(exc)
 
+    @property
+    def image_limits(self) -> Any:
+        """Header checks for request images: the server's pixel limit with the model's format allowlist
+        (built once: an ImageLimits validates its formats against Pillow's registry)."""
+        if getattr(self, "_image_limits", None) is None:
+            from ..imagefile import ImageLimits
+
+            self._image_limits = ImageLimits(max_pixels=self.config.limits.max_image_pixels,
+                                             formats=self.model.image_limits.formats)
+        return self._image_limits
+
     def require_ready(self) -> None:
         if self.load_error:
             raise APIError(503, f"the model failed to load: {self.load_error}", "model_load_failed")
