@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from .backends.base import Backend
+from .backends.base import Backend, VisualFeatures
 from .errors import InputError
 from .preprocess import Prepared
 
@@ -88,7 +88,7 @@ def run_batch(backend: Backend, batch: list[Prepared], components: Any,
     flat = torch.cat(id_tensors)  # (sum T,)
     safe = torch.where(flat == image_token_id, torch.full_like(flat, pad_id), flat)
     token_embeds = backend.embed_tokens(safe[None])[0].split([len(t) for t in id_tensors])  # one lookup per batch
-    rows, id_rows, image_rows = [], [], []
+    rows, id_rows, image_rows, deepstack = [], [], [], []
     feature_iter = iter(features)
     for item, ids, embeds in zip(batch, id_tensors, token_embeds):
         is_marker = ids == image_token_id  # embeds: (T, D)
@@ -97,7 +97,11 @@ def run_batch(backend: Backend, batch: list[Prepared], components: Any,
             id_rows.append(ids)
             image_rows.append(torch.zeros(len(ids), dtype=torch.bool))
             continue
-        feats = next(feature_iter).to(embeds.dtype)  # (n, D)
+        feats = next(feature_iter)
+        if isinstance(feats, VisualFeatures):  # per-layer features for the image positions (DeepStack)
+            deepstack.append(feats.layers)
+            feats = feats.tokens
+        feats = feats.to(embeds.dtype)  # (n, D)
         at = int(is_marker.nonzero()[0, 0])
         n = len(feats)
         rows.append(torch.cat([embeds[:at], feats, embeds[at + 1:]]))  # (T - 1 + n, D)
@@ -110,7 +114,11 @@ def run_batch(backend: Backend, batch: list[Prepared], components: Any,
         for b, row in enumerate(id_rows):
             input_ids[b, mask.shape[1] - len(row):] = row
         positions = backend.position_ids(input_ids, mask, image_mask, geometry)
-    hidden = backend.hidden_states(embeds, mask, positions)  # (B, L, D)
+    if deepstack:  # image positions in row-major order are the images' features in batch order
+        layers = [torch.cat([image[k] for image in deepstack]) for k in range(len(deepstack[0]))]
+        hidden = backend.hidden_states(embeds, mask, positions, deepstack=(image_mask, layers))
+    else:
+        hidden = backend.hidden_states(embeds, mask, positions)  # (B, L, D)
     return hidden, mask, image_mask
 
 

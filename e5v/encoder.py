@@ -23,7 +23,6 @@ from .head import Head
 from .inputs import ImageLimits, Item
 from .loading import DEFAULT_MODEL, Components, load_components
 from .pipeline import EncodeResult, Pipeline, Request, progress_bar
-from .pooling import get_pooler
 from .preprocess import MAX_BATCH_TOKENS
 from .prompts import PromptSet, resolve_prompts
 
@@ -63,7 +62,7 @@ class E5V:
         if pooling not in family.poolers:
             raise ValueError(f"pooling {pooling!r} is not available for {family.name} models; choose one of "
                              f"{list(family.poolers)}")
-        self.pooler = get_pooler(pooling)
+        self.pooler = family.pooler(pooling)
         self.image_limits = image_limits
         self.pipeline = Pipeline(components, backend)
 
@@ -74,7 +73,8 @@ class E5V:
                         instruction: str | None = None, pooling: str | None = None, revision: str | None = None,
                         lora: str | os.PathLike | None = None, max_pixels: int | None = None,
                         image_formats: Iterable[str] | None = None, family: str | None = None,
-                        max_memory: str | int | None = None, min_image_pixels: int | None = None, max_image_pixels: int | None = None) -> "E5V":
+                        max_memory: str | int | None = None, min_image_pixels: int | None = None,
+                        max_image_pixels: int | None = None, task: str | None = None) -> "E5V":
         """Load an E5-V model from a Hugging Face id or a local directory.
 
         Args:
@@ -95,9 +95,11 @@ class E5V:
                 anything else is refused from its header (e.g. EPS, which Pillow would render with Ghostscript).
             min_image_pixels, max_image_pixels: Qwen2-VL only: bounds of its dynamic resolution (pixels after
                 resizing; the processor's ``min_pixels``/``max_pixels``). Fewer pixels, fewer image tokens.
+            task: the task adapter of checkpoints that carry several (jina-embeddings-v4: "retrieval",
+                "text-matching", "code"); None: the family's default. Part of the vector space.
         """
         components = load_components(model, revision, min_pixels=min_image_pixels, max_pixels=max_image_pixels,
-                                     family=family)
+                                     family=family, task=task)
         if image_mode not in components.spec.image_modes:
             raise ValueError(f"image_mode {image_mode!r} is not available for {components.spec.name} models; "
                              f"choose one of {components.spec.image_modes}")
@@ -189,7 +191,10 @@ class E5V:
             raise ValueError(f"unknown image_mode {mode!r}; choose one of {self.components.spec.image_modes}")
         prompts = self.prompts if instruction is None and prompt is None else self._resolve(
             prompt if prompt is not None else self.prompt, instruction if instruction is not None else self.instruction)
-        pooler = self.pooler if pooling is None else get_pooler(pooling)
+        if pooling is not None and pooling not in self.components.spec.poolers:
+            raise ValueError(f"pooling {pooling!r} is not available for {self.components.spec.name} models; "
+                             f"choose one of {list(self.components.spec.poolers)}")
+        pooler = self.pooler if pooling is None else self.components.spec.pooler(pooling)
         return Request(prompts=prompts, mode=mode, pooler=pooler, head=Head(normalize=normalize),
                        batch_size=batch_size, raise_on_error=raise_on_error,
                        max_batch_tokens=self.max_batch_tokens, image_limits=self.image_limits)
@@ -254,13 +259,18 @@ class E5V:
             # default family of a config is implied by the model, so E5-V configs are as they always were
             **({"family": self.components.spec.name} if self.components.spec is not
                family_for(self.components.config) else {}),
+            **({"task": self.components.task} if self.components.task is not None else {}),
         }
 
     def _resolve(self, prompt: str | PromptSet | None, instruction: str | None) -> PromptSet:
         """A prompt set (the caller's, or the family's default) with ``instruction`` placed where the family's
         recipe puts it (E5-V: the one-word instruction; GME: the system turn)."""
         family = self.components.spec
-        base = resolve_prompts(prompt if prompt is not None else family.default_prompts())
+        if prompt is None:
+            prompt = family.default_prompts()
+        elif isinstance(prompt, str):
+            prompt = family.named_prompts(self.components.task).get(prompt, prompt)
+        base = resolve_prompts(prompt)
         return family.apply_instruction(base, instruction)
 
     def __repr__(self) -> str:

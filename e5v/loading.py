@@ -30,6 +30,7 @@ class Components:
     processor: Any  # LlavaNextProcessor with patch_size/num_additional_image_tokens filled in
     chat: Any  # e5v.prompts.ChatFormat of the language model (its name is the config's "prompt_family")
     spec: Any = None  # e5v.families.Family: model family (architecture-specific knowledge)
+    task: str | None = None  # the task adapter merged at load (families with ``tasks``), else None
 
     @property
     def family(self) -> str:
@@ -52,6 +53,11 @@ class Components:
         positions = int(getattr(self.config.text_config, "max_position_embeddings", 8192))
         limit = getattr(self.spec, "max_tokens", None)
         return min(positions, limit) if limit else positions
+
+    def max_length_for(self, kind: str) -> int:
+        """``max_length``, or the family recipe's lower limit for text-only items (VLM2Vec cuts them at 2048)."""
+        limit = getattr(self.spec, "max_text_tokens", None) if kind == "text" else None
+        return min(self.max_length, limit) if limit else self.max_length
 
 
 def resolve_model_path(model: str | os.PathLike, revision: str | None = None) -> tuple[Path, str | None]:
@@ -112,7 +118,7 @@ def prompt_family(config) -> str:
 
 def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None, *,
                     min_pixels: int | None = None, max_pixels: int | None = None,
-                    family: str | None = None) -> Components:
+                    family: str | None = None, task: str | None = None) -> Components:
     """Resolve the model, read its config and load a repaired tokenizer, image processor and processor.
 
     ``min_pixels`` / ``max_pixels`` set Qwen2-VL's dynamic-resolution bounds (pixels per image after resizing).
@@ -122,6 +128,7 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | No
     path, commit = resolve_model_path(model, revision)
     config = read_config(path)
     spec = family_for(config, path=path, name=family)
+    task = spec.task_for(path, task)
     tokenizer = _load_tokenizer(path)
     image_processor, processor = spec.load_processors(path, config, tokenizer,
                                                       {"min_pixels": min_pixels, "max_pixels": max_pixels})
@@ -135,6 +142,7 @@ def load_components(model: str | os.PathLike = DEFAULT_MODEL, revision: str | No
         processor=processor,
         chat=spec.chat_format(config),
         spec=spec,
+        task=task,
     )
     validate(components)
     return components

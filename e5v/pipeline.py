@@ -84,7 +84,10 @@ class Pipeline:
         for index, obj in enumerate(raw):
             try:
                 item = to_item(obj, index, request.image_limits)
-                prepared += prepare([item], request.prompts, c.chat, c.tokenizer, c.image_token_id, c.max_length,
+                if item.kind not in c.spec.kinds:
+                    raise InputError(f"{c.spec.name} models embed {' or '.join(c.spec.kinds)} items, not {item.kind} "
+                                     "ones (the model card's recipe has no prompt for them)", index)
+                prepared += prepare([item], request.prompts, c.chat, c.tokenizer, c.image_token_id, c.max_length_for(item.kind),
                                     request.mode, c.count_image_tokens, [index])
             except InputError as exc:
                 if request.raise_on_error:

@@ -302,7 +302,7 @@ def test_sts_several_datasets_report_their_average(tiny_model_path, tmp_path):
 @pytest.mark.slow
 def test_qwen2vl_family_runs_the_same_protocol(tmp_path):
     from e5v import E5V
-    from e5v.testing import make_tiny_qwen2vl
+    from e5v.testing_qwen import make_tiny_qwen2vl
 
     path = make_tiny_qwen2vl(tmp_path / "qwen")
     images = _images(tmp_path / "imgs", len(CAPTIONS))

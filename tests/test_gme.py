@@ -61,7 +61,7 @@ class GmeCard:
 
 @pytest.fixture(scope="module")
 def gme_path(tmp_path_factory):
-    from e5v.testing import make_tiny_qwen2vl
+    from e5v.testing_qwen import make_tiny_qwen2vl
 
     return make_tiny_qwen2vl(tmp_path_factory.mktemp("gme"), variant="qwen2_vl", seed=3)
 

@@ -132,7 +132,7 @@ def test_cli_refuses_a_foreign_non_empty_output(tiny_model_path, tmp_path):
 
 def test_exporting_another_supported_family_fails_clearly(tmp_path):
     """Qwen2-VL runs on the torch backend, but the OpenVINO export is LLaVA-NeXT-shaped."""
-    from e5v.testing import make_tiny_qwen2vl
+    from e5v.testing_qwen import make_tiny_qwen2vl
 
     path = make_tiny_qwen2vl(tmp_path / "qwen", variant="qwen2_vl")
     with pytest.raises(ModelLoadError, match="qwen2_vl.*LLaVA-NeXT"):

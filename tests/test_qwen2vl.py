@@ -45,7 +45,7 @@ class QwenReference:
 
 @pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
 def qwen(request, tmp_path_factory):
-    from e5v.testing import make_tiny_qwen2vl
+    from e5v.testing_qwen import make_tiny_qwen2vl
 
     path = make_tiny_qwen2vl(tmp_path_factory.mktemp(request.param), variant=request.param)
     return path, E5V.from_pretrained(path), QwenReference(path)

@@ -272,7 +272,7 @@ def test_hostile_files_give_null_rows_with_messages_not_failed_tasks(spark, stag
 def test_a_gme_checkpoint_runs_through_the_stage_unchanged(spark, tmp_path, images):
     """A GME checkpoint (marked by its card's gme_inference.py) is picked up by the worker's model load."""
     from e5v import E5V
-    from e5v.testing import make_tiny_qwen2vl
+    from e5v.testing_qwen import make_tiny_qwen2vl
 
     path = make_tiny_qwen2vl(tmp_path / "gme", variant="qwen2_vl", seed=3)
     (path / "gme_inference.py").write_text("# the model card's inference script\n")
@@ -282,4 +282,28 @@ def test_a_gme_checkpoint_runs_through_the_stage_unchanged(spark, tmp_path, imag
     df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "id long, text string")
     rows = {r.id: r for r in E5VEmbeddings(model=str(path), inputCol="text").transform(df).collect()}
     for i, vector in enumerate(gme.encode(texts)):
+        assert rows[i].embedding_error is None and _cos(rows[i].embedding, vector) >= COS
+
+
+@pytest.mark.parametrize("name", ["vlm2vec", "jina_v4", "qwen3_vl_embedding"])
+def test_the_newer_families_run_through_the_stage_unchanged(spark, tmp_path, name):
+    """VLM2Vec (chosen by name), jina-embeddings-v4 (by its config; a task adapter and its passage prompt) and
+    Qwen3-VL-Embedding (by its model type): the stage's family, task and prompt params reach the workers."""
+    from e5v import E5V
+    from e5v.testing_qwen import make_tiny_qwen2vl
+
+    variant = {"vlm2vec": "qwen2_vl", "jina_v4": "qwen2_5_vl", "qwen3_vl_embedding": "qwen3_vl"}[name]
+    path = make_tiny_qwen2vl(tmp_path / name, variant=variant, seed=9,
+                             architectures=["JinaEmbeddingsV4Model"] if name == "jina_v4" else None)
+    params = {"vlm2vec": {"family": "vlm2vec"}, "qwen3_vl_embedding": {}}.get(name)
+    if name == "jina_v4":
+        from test_family_recipes import _write_adapters
+
+        _write_adapters(path)
+        params = {"task": "code", "prompt": "passage"}
+    model = E5V.from_pretrained(path, **params)
+    texts = ["a red car", "a green field", "a dog"]
+    df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "id long, text string")
+    rows = {r.id: r for r in E5VEmbeddings(model=str(path), inputCol="text", **params).transform(df).collect()}
+    for i, vector in enumerate(model.encode(texts)):
         assert rows[i].embedding_error is None and _cos(rows[i].embedding, vector) >= COS

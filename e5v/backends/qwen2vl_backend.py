@@ -19,12 +19,16 @@ from .torch_backend import TorchBackend
 class Qwen2VLTorchBackend(TorchBackend):
     """Qwen2-VL in PyTorch, base model only (``self.model`` is a Qwen2VLModel / Qwen2_5_VLModel)."""
 
-    @staticmethod
-    def model_class(components: Any) -> Any:
+    #: config.model_type -> the transformers class that reads the checkpoint (its architectures entry may name
+    #: a model card's own class, e.g. JinaEmbeddingsV4Model or Qwen3VLForEmbedding, that transformers lacks)
+    MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+                     "qwen3_vl": "Qwen3VLForConditionalGeneration"}
+
+    @classmethod
+    def model_class(cls, components: Any) -> Any:
         import transformers
 
-        arch = (getattr(components.config, "architectures", None) or ["Qwen2VLForConditionalGeneration"])[0]
-        return getattr(transformers, arch, None) or transformers.Qwen2VLForConditionalGeneration
+        return getattr(transformers, cls.MODEL_CLASSES[components.config.model_type])
 
     @torch.inference_mode()
     def image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor, mode: str) -> list[torch.Tensor]:

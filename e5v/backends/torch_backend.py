@@ -64,6 +64,7 @@ class TorchBackend:
             dt, route = fitting_dtype(components, dt, explicit=dtype is not None, max_memory=max_memory)
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown CLI output
         full = load_checked(cls.model_class(components), components.path, dt)
+        components.spec.adapt_weights(full, components)  # e.g. merge the chosen task adapter
         base = full.model
         full.lm_head = None  # drop the head explicitly: an embedding model never needs logits
         del full

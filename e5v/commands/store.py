@@ -32,7 +32,7 @@ def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
     config = Store.open(db, None).config
     kw = dict(model_kw, model=config["model"], backend=config.get("backend"),
               image_mode=config.get("image_mode", "anyres"), pooling=config.get("pooling", "last"),
-              family=config.get("family"))
+              family=config.get("family"), task=config.get("task"))
     kw.update({k: model_kw[k] for k in explicit})
     click.echo(f"using the store's model: {config['model']} ({config['backend']}, {config['weights']}, "
                f"image mode {kw['image_mode']})", err=True)
@@ -51,7 +51,7 @@ def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
 
 
 _FROM_PRETRAINED = ("backend", "device", "dtype", "image_mode", "lora", "pooling", "min_image_pixels",
-                    "max_image_pixels", "family", "max_memory")
+                    "max_image_pixels", "family", "max_memory", "task")
 
 
 @click.command()

@@ -18,6 +18,9 @@ REGISTRY: dict[str, str] = {
     "llava_next": "e5v.families.llava_next:LlavaNext",
     "qwen2_vl": "e5v.families.qwen2_vl:Qwen2VL",
     "gme": "e5v.families.gme:GME",
+    "vlm2vec": "e5v.families.vlm2vec:VLM2Vec",
+    "jina_v4": "e5v.families.jina_v4:JinaV4",
+    "qwen3_vl_embedding": "e5v.families.qwen3_vl_embedding:Qwen3VLEmbedding",
 }
 
 _LOADED: dict[str, Family] = {}
@@ -39,9 +42,14 @@ def family_names() -> list[str]:
     return list(REGISTRY)
 
 
+def pooler_names() -> list[str]:
+    """Every pooler some family offers (CLI choices; each model checks its own family's)."""
+    return sorted({name for family in all_families() for name in family.poolers})
+
+
 def family_for(config: Any, path: Path | None = None, name: str | None = None) -> Family:
     """The family of a model: ``name`` if given (it must cover the config's model_type), else a family whose
-    marker files are in ``path``, else the first family registered for the model_type. Unsupported
+    config names one of its marker architectures or whose marker files are in ``path``, else the first family registered for the model_type. Unsupported
     architectures get an error listing the supported ones."""
     from ..errors import ModelLoadError
 
@@ -54,6 +62,10 @@ def family_for(config: Any, path: Path | None = None, name: str | None = None) -
             raise ModelLoadError(f"the {name} family covers {list(family.model_types)} models, not {model_type!r}")
         return family
     covering = [f for f in all_families() if model_type in f.model_types]
+    architectures = set(getattr(config, "architectures", None) or [])
+    for family in covering:
+        if architectures & set(family.marker_architectures):
+            return family
     if path is not None:
         for family in covering:
             if family.marker_files and all((Path(path) / m).exists() for m in family.marker_files):
@@ -65,4 +77,4 @@ def family_for(config: Any, path: Path | None = None, name: str | None = None) -
     raise ModelLoadError(f"unsupported model: {model_type} ({architectures}); e5v supports: {supported}")
 
 
-__all__ = ["Family", "REGISTRY", "all_families", "family_for", "family_names"]
+__all__ = ["Family", "REGISTRY", "all_families", "family_for", "family_names", "pooler_names"]

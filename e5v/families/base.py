@@ -34,7 +34,32 @@ class Family:
     trainable: bool = False  # `e5v train` supports it (text-only LoRA on its language model)
     alpha: str = "white"  # transparency: composited on white (transformers) or "drop"ped (PIL convert)
     max_tokens: int | None = None  # the recipe's sequence limit, when below the model's positions
+    max_text_tokens: int | None = None  # the recipe's lower limit for text-only items, if it has one
     marker_files: tuple[str, ...] = ()  # files in a checkpoint directory that select this family
+    marker_architectures: tuple[str, ...] = ()  # config.architectures entries that select this family
+    kinds: tuple[str, ...] = ("text", "image", "composed")  # item kinds the recipe embeds
+    tasks: tuple[str, ...] = ()  # task adapters the family's checkpoints may carry (``task=``); () for none
+
+    def named_prompts(self, task: str | None = None) -> dict[str, PromptSet]:
+        """The family's own named prompt sets (``prompt="query"``), looked up before e5v's
+        (``prompts.NAMED_PROMPTS``); ``task`` is the loaded task adapter, for recipes whose prompts follow it."""
+        return {}
+
+    def task_for(self, path: Path, task: str | None) -> str | None:
+        """The task adapter to merge from the checkpoint in ``path`` (None: none); refuses a task the family or
+        the checkpoint does not have."""
+        if task is not None:
+            raise ValueError(f"task {task!r} is not available for {self.name} models (they have no task adapters)")
+        return None
+
+    def pooler(self, name: str) -> Any:
+        """The pooler called ``name`` (e5v's, unless the recipe pools its own way)."""
+        from ..pooling import get_pooler
+
+        return get_pooler(name)
+
+    def adapt_weights(self, model: Any, components: Any) -> None:
+        """Change the loaded full model in place before e5v keeps its base (e.g. merge a task adapter)."""
 
     def prepare_image(self, image: Any) -> Any:
         """The recipe's own image step after decoding (e.g. a resize), before the image processor."""

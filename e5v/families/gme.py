@@ -18,12 +18,12 @@ Its config is a plain Qwen2-VL one, so the family is chosen by name (``family="g
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
 from ..prompts import IMAGE, SENT, ChatFormat, PromptSet
 from .qwen2_vl import Qwen2VL
+from .qwen2_vl import fetch_resize as qwen_fetch_resize
 
 GME_CHAT = ChatFormat(
     "gme",
@@ -77,14 +77,4 @@ class GME(Qwen2VL):
 
 def fetch_resize(height: int, width: int) -> tuple[int, int]:
     """(height, width) after ``qwen_vl_utils.smart_resize`` with the bounds of GME's ``fetch_image``."""
-    h_bar = max(FACTOR, round(height / FACTOR) * FACTOR)
-    w_bar = max(FACTOR, round(width / FACTOR) * FACTOR)
-    if h_bar * w_bar > FETCH_MAX_PIXELS:
-        beta = math.sqrt((height * width) / FETCH_MAX_PIXELS)
-        h_bar = math.floor(height / beta / FACTOR) * FACTOR
-        w_bar = math.floor(width / beta / FACTOR) * FACTOR
-    elif h_bar * w_bar < FETCH_MIN_PIXELS:
-        beta = math.sqrt(FETCH_MIN_PIXELS / (height * width))
-        h_bar = math.ceil(height * beta / FACTOR) * FACTOR
-        w_bar = math.ceil(width * beta / FACTOR) * FACTOR
-    return h_bar, w_bar
+    return qwen_fetch_resize(height, width, FACTOR, FETCH_MIN_PIXELS, FETCH_MAX_PIXELS)

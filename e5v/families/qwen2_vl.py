@@ -48,6 +48,24 @@ class Qwen2VL(Family):
         return (h // factor) * (w // factor)
 
 
+def fetch_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) after ``qwen_vl_utils.smart_resize``: the resize that model cards built on Qwen-VL apply
+    before their processor (``fetch_image``), both sides to multiples of ``factor`` within the pixel bounds."""
+    import math
+
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
 def load_qwen_image_processor(path: Path, min_pixels: int | None, max_pixels: int | None):
     """Qwen2-VL's image processor (PIL backend: no torchvision here) with optional pixel bounds."""
     try:

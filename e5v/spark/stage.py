@@ -60,6 +60,12 @@ class E5VEmbeddings(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     instruction = Param(Params._dummy(), "instruction", "replaces the one-word instruction of the prompts; "
                         "empty keeps the model's default", TypeConverters.toString)
     normalize = Param(Params._dummy(), "normalize", "L2-normalise the embeddings", TypeConverters.toBoolean)
+    family = Param(Params._dummy(), "family", "model family recipe by name (e.g. 'gme', 'vlm2vec'); empty picks "
+                   "it from the config", TypeConverters.toString)
+    task = Param(Params._dummy(), "task", "task adapter of checkpoints that carry several (jina-embeddings-v4); "
+                 "empty: the family's default", TypeConverters.toString)
+    prompt = Param(Params._dummy(), "prompt", "a named prompt set (e.g. 'passage' for jina-embeddings-v4); empty: "
+                   "the family's default", TypeConverters.toString)
     numThreads = Param(Params._dummy(), "numThreads", "inference threads per Python worker; 0 = the task's "
                        "CPUs (spark.task.cpus, default 1)", TypeConverters.toInt)
 
@@ -67,17 +73,20 @@ class E5VEmbeddings(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     def __init__(self, *, model: str | None = None, backend: str | None = None, inputCol: str | None = None,
                  imageCol: str | None = None, textCol: str | None = None, outputCol: str = "embedding",
                  errorCol: str = "embedding_error", batchSize: int = 8, imageMode: str = "anyres",
-                 instruction: str | None = None, normalize: bool = True, numThreads: int = 0):
+                 instruction: str | None = None, normalize: bool = True, numThreads: int = 0,
+                 family: str | None = None, task: str | None = None, prompt: str | None = None):
         super().__init__()
         self._setDefault(backend="", outputCol="embedding", errorCol="embedding_error", batchSize=8,
-                         imageMode="anyres", instruction="", normalize=True, numThreads=0)
+                         imageMode="anyres", instruction="", normalize=True, numThreads=0, family="", task="",
+                         prompt="")
         self.setParams(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, model: str | None = None, backend: str | None = None, inputCol: str | None = None,
                   imageCol: str | None = None, textCol: str | None = None, outputCol: str = "embedding",
                   errorCol: str = "embedding_error", batchSize: int = 8, imageMode: str = "anyres",
-                  instruction: str | None = None, normalize: bool = True, numThreads: int = 0) -> "E5VEmbeddings":
+                  instruction: str | None = None, normalize: bool = True, numThreads: int = 0,
+                  family: str | None = None, task: str | None = None, prompt: str | None = None) -> "E5VEmbeddings":
         """Set any of the params by keyword (None leaves a param unset)."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
@@ -148,7 +157,8 @@ class E5VEmbeddings(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         g = self.getOrDefault
         return {"model": g(self.model), "backend": g(self.backend) or None, "batch_size": g(self.batchSize),
                 "image_mode": g(self.imageMode), "instruction": g(self.instruction) or None,
-                "normalize": g(self.normalize), "threads": g(self.numThreads)}
+                "normalize": g(self.normalize), "threads": g(self.numThreads), "family": g(self.family) or None,
+                "task": g(self.task) or None, "prompt": g(self.prompt) or None}
 
 
 def _column_kind(dataset: DataFrame, name: str) -> str:

@@ -30,7 +30,7 @@ _LOADS = {"count": 0}
 
 def cached_model(config: dict[str, Any]) -> Any:
     """The E5V model for ``config`` in this process, loaded on first use."""
-    key = (config["model"], config["backend"])
+    key = (config["model"], config["backend"], config.get("family"), config.get("task"))
     with _LOCK:
         if key not in _CACHE:
             from .. import E5V
@@ -38,7 +38,8 @@ def cached_model(config: dict[str, Any]) -> Any:
             threads = _threads(config)
             if config["backend"] == "openvino" or _looks_exported(config["model"]):
                 _openvino_threads(threads)
-            _CACHE[key] = E5V.from_pretrained(config["model"], backend=config["backend"])
+            _CACHE[key] = E5V.from_pretrained(config["model"], backend=config["backend"], family=config.get("family"),
+                                              task=config.get("task"))
             _LOADS["count"] += 1
         return _CACHE[key]
 
@@ -69,6 +70,7 @@ def embed_rows(model: Any, values: list[Any], config: dict[str, Any]) -> pd.Data
             todo.append(i)
     results = model.encode_iter((values[i] for i in todo), chunk_size=CHUNK_SIZE, batch_size=config["batch_size"],
                                 normalize=config["normalize"], instruction=config["instruction"],
+                                prompt=config.get("prompt"),
                                 image_mode=config["image_mode"], show_progress_bar=False)
     for result in results:
         for j, vector in enumerate(result.vectors):
