@@ -24,7 +24,7 @@ from .inputs import ImageLimits, Item
 from .loading import DEFAULT_MODEL, Components, load_components
 from .pipeline import EncodeResult, Pipeline, Request, progress_bar
 from .preprocess import MAX_BATCH_TOKENS
-from .prompts import PromptSet, resolve_prompts
+from .prompts import PromptSet
 
 IMAGE_MODES = ("anyres", "base")
 ON_ERROR = ("raise", "skip")
@@ -58,11 +58,7 @@ class E5V:
         self.instruction = instruction
         family = components.spec
         self.prompts = self._resolve(prompt, instruction)
-        pooling = pooling or family.default_pooling
-        if pooling not in family.poolers:
-            raise ValueError(f"pooling {pooling!r} is not available for {family.name} models; choose one of "
-                             f"{list(family.poolers)}")
-        self.pooler = family.pooler(pooling)
+        self.pooler = family.checked_pooler(pooling or family.default_pooling)
         self.image_limits = image_limits
         self.pipeline = Pipeline(components, backend)
 
@@ -191,10 +187,7 @@ class E5V:
             raise ValueError(f"unknown image_mode {mode!r}; choose one of {self.components.spec.image_modes}")
         prompts = self.prompts if instruction is None and prompt is None else self._resolve(
             prompt if prompt is not None else self.prompt, instruction if instruction is not None else self.instruction)
-        if pooling is not None and pooling not in self.components.spec.poolers:
-            raise ValueError(f"pooling {pooling!r} is not available for {self.components.spec.name} models; "
-                             f"choose one of {list(self.components.spec.poolers)}")
-        pooler = self.pooler if pooling is None else self.components.spec.pooler(pooling)
+        pooler = self.pooler if pooling is None else self.components.spec.checked_pooler(pooling)
         return Request(prompts=prompts, mode=mode, pooler=pooler, head=Head(normalize=normalize),
                        batch_size=batch_size, raise_on_error=raise_on_error,
                        max_batch_tokens=self.max_batch_tokens, image_limits=self.image_limits)
@@ -263,15 +256,7 @@ class E5V:
         }
 
     def _resolve(self, prompt: str | PromptSet | None, instruction: str | None) -> PromptSet:
-        """A prompt set (the caller's, or the family's default) with ``instruction`` placed where the family's
-        recipe puts it (E5-V: the one-word instruction; GME: the system turn)."""
-        family = self.components.spec
-        if prompt is None:
-            prompt = family.default_prompts()
-        elif isinstance(prompt, str):
-            prompt = family.named_prompts(self.components.task).get(prompt, prompt)
-        base = resolve_prompts(prompt)
-        return family.apply_instruction(base, instruction)
+        return self.components.spec.prompt_set(prompt, instruction, self.components.task)
 
     def __repr__(self) -> str:
         return (f"E5V(model={self.components.model_id!r}, backend={self.backend.name!r}, "

@@ -114,10 +114,17 @@ def with_instruction(prompts: PromptSet, instruction: str | None) -> PromptSet:
     prompts (the composed prompt keeps its own)."""
     if instruction is None:
         return prompts
+    instruction = clean_instruction(instruction)
+    return replace(prompts, text=f"{SENT}\n{instruction} ", image=f"{IMAGE}\n{instruction} ")
+
+
+def clean_instruction(instruction: str) -> str:
+    """A caller's instruction without surrounding whitespace; an empty one is refused (it would silently give
+    the prompt without one)."""
     instruction = instruction.strip()
     if not instruction:
         raise ValueError("instruction must not be empty")
-    return replace(prompts, text=f"{SENT}\n{instruction} ", image=f"{IMAGE}\n{instruction} ")
+    return instruction
 
 
 def validate(prompts: PromptSet) -> None:

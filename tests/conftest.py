@@ -11,6 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # for tests/reference.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The default CPU dtype follows the CPU (bf16 where it is native, e5v/backends/routes.py). Exact-parity tests
+# must mean the same on every machine CI lands on, so the suite pins fp32; tests/test_routes.py checks the table.
+os.environ["E5V_DTYPE"] = "fp32"
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 

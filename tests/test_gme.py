@@ -3,31 +3,20 @@ with transformers' own Qwen2-VL forward on a generated model; selection by name 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from e5v import E5V, ModelLoadError
+from family_cards import qwen_smart_resize
 
 DEFAULT_INSTRUCTION = "You are a helpful assistant."
 
 
 def card_resize(image: Image.Image) -> Image.Image:
     """gme_inference.fetch_image: convert("RGB"), smart_resize(factor 28, 4..16384 patches), PIL resize."""
-    image = image.convert("RGB")
-    width, height = image.size
-    factor, low, high = 28, 4 * 28 * 28, 16384 * 28 * 28
-    h_bar, w_bar = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > high:
-        beta = math.sqrt(height * width / high)
-        h_bar, w_bar = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
-    elif h_bar * w_bar < low:
-        beta = math.sqrt(low / (height * width))
-        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
-    return image.resize((w_bar, h_bar))
+    return qwen_smart_resize(image.convert("RGB"), 28, 4 * 28 * 28, 16384 * 28 * 28)
 
 
 class GmeCard:

@@ -85,7 +85,8 @@ class TorchEstimate:
 
     dtype_name: str
     weights: int  # the model's weights in the target dtype
-    conversion: int  # the stored copy held while converting (0 when the dtypes match)
+    conversion: int  # stored data held while converting: one slice (narrowing.py), or all of it for mixed-dtype
+    # checkpoints that transformers converts; 0 when the dtypes match
     activations: int  # one forward pass at max_batch_tokens
     parameters: int
 
@@ -103,6 +104,7 @@ def estimate_torch(path: Path, dtype, hidden_size: int, max_batch_tokens: int) -
         return None
     target = dtype.itemsize if hasattr(dtype, "itemsize") else _element_size(dtype)
     weights = conversion = params = 0
+    stored_floats = set()
     for file in files:
         header, _ = read_header(file)
         for entry in header.values():
@@ -113,8 +115,13 @@ def estimate_torch(path: Path, dtype, hidden_size: int, max_batch_tokens: int) -
                 weights += count * (_element_size(stored) if stored is not None else 1)
                 continue
             weights += count * target
+            stored_floats.add(stored)
             if _element_size(stored) != target:
                 conversion += count * _element_size(stored)
+    if len(stored_floats) == 1 and conversion:  # one wider dtype: converted in slices (narrowing.py)
+        from .narrowing import CHUNK_BYTES
+
+        conversion = min(conversion, CHUNK_BYTES)
     activations = ACTIVATION_FACTOR * hidden_size * max_batch_tokens * target
     return TorchEstimate(str(dtype).replace("torch.", ""), weights, conversion, activations, params)
 

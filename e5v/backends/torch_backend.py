@@ -1,9 +1,9 @@
 """PyTorch backend: the Hugging Face LLaVA-NeXT base model without its lm_head.
 
 Runs only what an embedding needs (DESIGN.md §2.5): no lm_head (its logits are B x L x 128k floats),
-no ``output_hidden_states`` (every layer's states kept), no KV cache. CPU defaults to fp32 because
-bf16/fp16 GEMMs are several times slower on CPUs without native bf16; CUDA defaults to fp16 as the
-model card does (plain torch, untested here: no GPU).
+no ``output_hidden_states`` (every layer's states kept), no KV cache. The CPU dtype comes from the route table
+(``routes.py``: bf16 where the CPU has native bf16, fp32 elsewhere, where bf16 GEMMs are several times slower);
+CUDA defaults to fp16 as the model card does (plain torch, untested here: no GPU).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_checked
+from .narrowing import load_narrowed
 from ..errors import ModelLoadError
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -22,16 +22,21 @@ _NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def resolve_device_dtype(device: str | None, dtype: str | torch.dtype | None) -> tuple[torch.device, torch.dtype]:
-    """CPU fp32 unless told otherwise; CUDA fp16 by default."""
+    """CPU: the route table's dtype (``routes.default_cpu_dtype``: bf16 on CPUs with native bf16, else fp32)
+    unless told otherwise; CUDA fp16 by default."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype is None:
-        return dev, torch.float16 if dev.type == "cuda" else torch.float32
+    if dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto"):
+        if dev.type == "cuda":
+            return dev, torch.float16
+        from .routes import default_cpu_dtype
+
+        dtype = default_cpu_dtype().dtype
     if isinstance(dtype, torch.dtype):
         return dev, dtype
     try:
         return dev, _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(_DTYPES)}") from None
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(_DTYPES) + ['auto']}") from None
 
 
 class TorchBackend:
@@ -58,13 +63,20 @@ class TorchBackend:
              lora: str | None = None, max_memory: str | int | None = None) -> "TorchBackend":
         from transformers.utils import logging as hf_logging
 
+        auto = dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto")
         dev, dt = resolve_device_dtype(device, dtype)
         route = "torch " + _NAMES.get(dt, str(dt))
         if dev.type == "cpu":
-            dt, route = fitting_dtype(components, dt, explicit=dtype is not None, max_memory=max_memory)
+            dt, route = fitting_dtype(components, dt, explicit=not auto, max_memory=max_memory)
+            if auto:
+                from .routes import default_cpu_dtype
+
+                route += f"; {default_cpu_dtype().reason}"
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown CLI output
-        full = load_checked(cls.model_class(components), components.path, dt)
-        components.spec.adapt_weights(full, components)  # e.g. merge the chosen task adapter
+        # narrower than stored: converted in bounded slices, never holding the wide copy (narrowing.py); the
+        # family's weight step (e.g. merging a task adapter) runs before, at the stored precision
+        full = load_narrowed(cls.model_class(components), components.path, dt,
+                             adapt=lambda model: components.spec.adapt_weights(model, components))
         base = full.model
         full.lm_head = None  # drop the head explicitly: an embedding model never needs logits
         del full

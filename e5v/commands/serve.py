@@ -100,6 +100,10 @@ def serve(host, port, api_key, served_names, db, allowed_hosts, allow_sql_filter
         if server is not None:
             server.should_exit = True
 
+    if db and model_kw.get("dtype") is None:  # search the store in the dtype it was built with
+        from .store import store_dtype
+
+        model_kw["dtype"] = store_dtype(db)
     app = create_app(config, loader=lambda: load_model(**model_kw), on_load_error=on_load_error)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                            timeout_graceful_shutdown=10))

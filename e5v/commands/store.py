@@ -32,7 +32,8 @@ def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
     config = Store.open(db, None).config
     kw = dict(model_kw, model=config["model"], backend=config.get("backend"),
               image_mode=config.get("image_mode", "anyres"), pooling=config.get("pooling", "last"),
-              family=config.get("family"), task=config.get("task"))
+              family=config.get("family"), task=config.get("task"),
+              dtype=_torch_dtype(config) or model_kw.get("dtype"))
     kw.update({k: model_kw[k] for k in explicit})
     click.echo(f"using the store's model: {config['model']} ({config['backend']}, {config['weights']}, "
                f"image mode {kw['image_mode']})", err=True)
@@ -48,6 +49,21 @@ def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
                                    **{k: v for k, v in kw.items() if k in _FROM_PRETRAINED})
     except (E5VError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _torch_dtype(config: dict) -> str | None:
+    """The dtype a torch-built store was embedded in: reloads use it, not this machine's default route (bf16 on
+    one CPU, fp32 on another: vectors that do not mix)."""
+    return config.get("weights") if config.get("backend") == "torch" else None
+
+
+def store_dtype(db: str) -> str | None:
+    """``_torch_dtype`` of the store at ``db`` (None when it is not a store yet)."""
+    from ..store import Store
+
+    if not (Path(db) / "items.lance").exists():
+        return None
+    return _torch_dtype(Store.open(db, None).config)
 
 
 _FROM_PRETRAINED = ("backend", "device", "dtype", "image_mode", "lora", "pooling", "min_image_pixels",

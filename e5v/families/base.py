@@ -52,6 +52,25 @@ class Family:
             raise ValueError(f"task {task!r} is not available for {self.name} models (they have no task adapters)")
         return None
 
+    def prompt_set(self, prompt: Any, instruction: str | None, task: str | None = None) -> PromptSet:
+        """The prompts of a call: the caller's PromptSet, a named set (the family's own first, then e5v's) or the
+        family's default, with ``instruction`` placed where the recipe puts it (E5-V: the one-word instruction;
+        GME: the system turn)."""
+        from ..prompts import resolve_prompts
+
+        if prompt is None:
+            prompt = self.default_prompts()
+        elif isinstance(prompt, str):
+            prompt = self.named_prompts(task).get(prompt, prompt)
+        return self.apply_instruction(resolve_prompts(prompt), instruction)
+
+    def checked_pooler(self, name: str) -> Any:
+        """``pooler(name)``, refusing a pooler this family does not offer."""
+        if name not in self.poolers:
+            raise ValueError(f"pooling {name!r} is not available for {self.name} models; choose one of "
+                             f"{list(self.poolers)}")
+        return self.pooler(name)
+
     def pooler(self, name: str) -> Any:
         """The pooler called ``name`` (e5v's, unless the recipe pools its own way)."""
         from ..pooling import get_pooler

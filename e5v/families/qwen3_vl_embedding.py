@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..prompts import IMAGE, SENT, ChatFormat, PromptSet
+from ..prompts import IMAGE, SENT, ChatFormat, PromptSet, clean_instruction
 from .qwen2_vl import Qwen2VL, fetch_resize
 
 QWEN3_VL_EMBEDDING_CHAT = ChatFormat(
@@ -52,9 +52,7 @@ class Qwen3VLEmbedding(Qwen2VL):
     def apply_instruction(self, prompts: PromptSet, instruction: str | None) -> PromptSet:
         if instruction is None:
             return prompts
-        instruction = instruction.strip()
-        if not instruction:
-            raise ValueError("instruction must not be empty")
+        instruction = clean_instruction(instruction)
         if not unicodedata.category(instruction[-1]).startswith("P"):
             instruction += "."
         return replace(prompts, system=instruction)

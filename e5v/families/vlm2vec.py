@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..prompts import IMAGE, SENT, ChatFormat, PromptSet
+from ..prompts import IMAGE, SENT, ChatFormat, PromptSet, clean_instruction
 from .qwen2_vl import Qwen2VL
 
 VLM2VEC_RAW = ChatFormat("vlm2vec", "{}", "<|image_pad|>")
@@ -46,9 +46,7 @@ class VLM2Vec(Qwen2VL):
     def apply_instruction(self, prompts: PromptSet, instruction: str | None) -> PromptSet:
         if instruction is None:
             return prompts
-        instruction = instruction.strip()
-        if not instruction:
-            raise ValueError("instruction must not be empty")
+        instruction = clean_instruction(instruction)
         return replace(prompts, text=f"{instruction} {SENT}", image=f"{IMAGE} {instruction}",
                        composed=f"{IMAGE} {instruction} {SENT}")
 
