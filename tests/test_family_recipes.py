@@ -220,3 +220,18 @@ def test_qwen3_vl_embedding_instruction_is_the_system_turn_ended_with_a_full_sto
     assert _cos(got, model.encode(["a red car"])[0]) < 0.9999
     with pytest.raises(ValueError, match="cannot be changed"):
         E5V.from_pretrained(qwen3_path, max_image_pixels=100_000)
+
+
+def test_jina_v4_adapter_merged_before_a_narrow_load_survives_it(jina_path, tmp_path):
+    """bf16 from the fp32 checkpoint: the adapter is merged into the mapped fp32 weights, then each slice is
+    converted and its pages dropped; the merged values must be what gets converted."""
+    import shutil
+
+    path = shutil.copytree(jina_path, tmp_path / "jina")
+    _write_adapters(path)
+    texts = ["Which planet is the red one?", "a green field", "Mars is red."]
+    merged = E5V.from_pretrained(path, task="code").encode(texts)
+    narrow = E5V.from_pretrained(path, task="code", dtype="bf16").encode(texts)
+    plain = E5V.from_pretrained(jina_path, dtype="bf16").encode(texts)
+    assert min(_cos(a, b) for a, b in zip(narrow, merged)) >= 0.999
+    assert max(_cos(a, b) for a, b in zip(plain, merged)) < 0.999

@@ -11,11 +11,13 @@ lost). Linux only; elsewhere it does nothing.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 from pathlib import Path
 
 MADV_DONTNEED = 4
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _mappings(path: Path) -> list[tuple[int, int]]:
@@ -29,6 +31,43 @@ def _mappings(path: Path) -> list[tuple[int, int]]:
                 start, end = (int(x, 16) for x in fields[0].split("-"))
                 ranges.append((start, end))
     return ranges
+
+
+def file_ranges(paths: list[Path]) -> list[tuple[int, int]]:
+    """(start, end) of every mapping of ``paths`` in this process, private writable ones included (safetensors
+    maps checkpoints copy-on-write)."""
+    targets = {str(Path(p).resolve()) for p in paths}
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].strip() in targets:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                ranges.append((start, end))
+    return ranges
+
+
+def release_range(start: int, end: int, within: list[tuple[int, int]]) -> int:
+    """Drop the pages wholly inside [start, end) that lie in one of the file mappings ``within``; returns the bytes
+    advised. For memory the caller has finished with (converted weights): a dropped page of a private mapping
+    reads the file again if touched, and a page written since mapping (copy-on-write) would lose the write, so
+    only ranges nothing reads again may be passed. Memory outside the file mappings is never touched."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    page = PAGE
+    total = 0
+    for lo, hi in within:
+        a, b = max(start, lo), min(end, hi)
+        a, b = -(-a // page) * page, b // page * page
+        if b > a and _madvise(a, b - a):
+            total += b - a
+    return total
+
+
+def _madvise(start: int, length: int) -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc.madvise(start, length, MADV_DONTNEED) == 0
 
 
 def release(path: Path) -> int:
