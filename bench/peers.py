@@ -147,7 +147,8 @@ def run_config(config: str, args, texts, paths, folder: Path) -> dict:
     if out.returncode != 0:
         return {"config": config, "skipped": "failed: " + out.stderr.strip().splitlines()[-1][:300]
                 if out.stderr.strip() else f"exit {out.returncode}"}
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # the worker's result is its one JSON line; vLLM logs its shutdown to stdout after it
+    result = json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("{")))
     result.setdefault("config", config)
     return result
 

