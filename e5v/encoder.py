@@ -85,7 +85,7 @@ class E5V:
             max_memory: torch on CPU: the most memory the load may use ("6GB"; also ``E5V_MAX_MEMORY``), below what
                 the machine reports; a load estimated (from the safetensors headers) to need more is refused before
                 any weight is read, naming the routes that fit; the default fp32 falls back to bf16 if only that fits.
-            family: the model family's recipe by name (``e5v.families.REGISTRY``: e.g. "gme" for a GME
+            family: the model family's recipe by name (``e5v.families.family_names()``: e.g. "gme" for a GME
                 checkpoint, which has a plain Qwen2-VL config); None picks it from the config (and marker files).
             image_formats: Pillow format ids that may be decoded (default PNG, JPEG, WEBP, GIF, BMP, TIFF);
                 anything else is refused from its header (e.g. EPS, which Pillow would render with Ghostscript).

@@ -6,7 +6,7 @@ image and how many features an image becomes, which chat format its prompts use 
 defaults, which processor output carries the batch geometry, whether positions depend on the token layout
 (M-RoPE), which torch backend runs it and which backends, image modes and poolers it supports, and whether
 e5v can train or export it. Loading, batching, prompts, export and training ask it (capability flags), and
-never compare names. A new family is one module in ``e5v/families/`` plus a line in the registry.
+never compare names. A new family is one module in ``e5v/families/`` (found there, no list to edit).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from ..prompts import ChatFormat, PromptSet
 class Family:
     """Base class; each family module subclasses it. Class attributes are the family's capabilities."""
 
-    name: str = ""  # registry key, recorded nowhere (configs record the chat format and the model)
+    name: str = ""  # the family's name (family=, --family), recorded in embedding configs when not the default
     model_types: tuple[str, ...] = ()  # config.model_type values this family covers
+    default_for_config: bool = True  # the family a config of these model_types gets unless another is chosen
     architectures: tuple[str, ...] = ()  # for error messages
     torch_backend: str = "e5v.backends.torch_backend:TorchBackend"  # "module:Class"
     backends: tuple[str, ...] = ("torch",)  # backend names that support this family

@@ -39,6 +39,7 @@ FETCH_MIN_PIXELS, FETCH_MAX_PIXELS, FACTOR = 4 * 28 * 28, 16384 * 28 * 28, 28
 class GME(Qwen2VL):
     name = "gme"
     model_types = ("qwen2_vl",)
+    default_for_config = False  # chosen by name or marker: its config is a plain Qwen-VL one
     architectures = ("Qwen2VLForConditionalGeneration (GME)",)
     poolers = ("last",)
     alpha = "drop"

@@ -49,6 +49,7 @@ _UNUSED = ("multi_vector_projector", "single_vector_projector")  # heads e5v's s
 class JinaV4(Qwen2VL):
     name = "jina_v4"
     model_types = ("qwen2_5_vl",)
+    default_for_config = False  # chosen by its config's architecture, its marker file or by name
     architectures = ("JinaEmbeddingsV4Model",)
     marker_architectures = ("JinaEmbeddingsV4Model",)
     marker_files = ("modeling_jina_embeddings_v4.py",)

@@ -32,6 +32,7 @@ MIN_SIDE, SMALL_IMAGE_SIZE = 28, (56, 56)
 class VLM2Vec(Qwen2VL):
     name = "vlm2vec"
     model_types = ("qwen2_vl",)
+    default_for_config = False  # chosen by name or marker: its config is a plain Qwen-VL one
     architectures = ("Qwen2VLForConditionalGeneration (VLM2Vec)",)
     poolers = ("last",)
     max_text_tokens = 2048
