@@ -118,3 +118,19 @@ class Qwen3VLEmbeddingCard(QwenCard):
             image = qwen_smart_resize(white_rgb(image), 32, 4 * 32 * 32, 1800 * 32 * 32)
         states, _ = self.states(prompt, image, do_resize=False)
         return normalized(states[-1])
+
+
+class OpsMMCard(QwenCard):
+    """OpsMMEmbeddingV1.embed: GME's prompt, fetch_image (256..1280 patches), processor 4..1280, last token."""
+
+    def __init__(self, path):
+        super().__init__(path, min_pixels=4 * 28 * 28, max_pixels=1280 * 28 * 28)
+
+    def embed(self, text=None, image=None, instruction=None) -> np.ndarray:
+        user = (VISION if image is not None else "") + (text or "")
+        prompt = (f"<|im_start|>system\n{instruction or 'You are a helpful assistant.'}<|im_end|>\n<|im_start|>user\n"
+                  f"{user}<|im_end|>\n<|im_start|>assistant\n<|endoftext|>")
+        if image is not None:
+            image = qwen_smart_resize(image.convert("RGB"), 28, 256 * 28 * 28, 1280 * 28 * 28)
+        states, _ = self.states(prompt, image)
+        return normalized(states[-1])

@@ -24,6 +24,7 @@ CASES = {
     "jina_v4": ("qwen2_5_vl", ["JinaEmbeddingsV4Model"], ["--task", "code", "--prompt", "passage"],
                 {"task": "code", "prompt": "passage"}),
     "qwen3_vl_embedding": ("qwen3_vl", None, [], {}),
+    "ops_mm": ("qwen2_vl", None, ["--family", "ops_mm"], {"family": "ops_mm"}),
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from e5v import E5V, InputError, ModelLoadError
-from family_cards import JinaV4Card, Qwen3VLEmbeddingCard, VLM2VecCard
+from family_cards import JinaV4Card, OpsMMCard, Qwen3VLEmbeddingCard, VLM2VecCard
 
 TASKS = ("retrieval", "text-matching", "code")
 
@@ -235,3 +235,18 @@ def test_jina_v4_adapter_merged_before_a_narrow_load_survives_it(jina_path, tmp_
     plain = E5V.from_pretrained(jina_path, dtype="bf16").encode(texts)
     assert min(_cos(a, b) for a, b in zip(narrow, merged)) >= 0.999
     assert max(_cos(a, b) for a, b in zip(plain, merged)) < 0.999
+
+
+# ----------------------------------------------------------------------------------- Ops-MM-embedding-v1
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_ops_mm_equals_its_card_in_any_batch(vlm2vec_path, images, batch_size):
+    from PIL import Image
+
+    model = E5V.from_pretrained(vlm2vec_path, family="ops_mm")  # a plain Qwen2-VL config: chosen by name
+    card = OpsMMCard(vlm2vec_path)
+    items = ["A cat and a dog", images["green wide"], _rgba(images), Image.new("RGB", (30, 20), (9, 9, 200)),
+             {"image": images["blue tall"], "text": "the same car in red"}]
+    for item, vector in zip(items, model.encode(items, batch_size=batch_size)):
+        assert _cos(vector, card.embed(**_kwargs(item))) >= 0.9999, item
+    query = "Find an image that matches the given text."
+    assert _cos(model.encode(["a red car"], instruction=query)[0], card.embed(text="a red car", instruction=query)) >= 0.9999

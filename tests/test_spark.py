@@ -285,17 +285,17 @@ def test_a_gme_checkpoint_runs_through_the_stage_unchanged(spark, tmp_path, imag
         assert rows[i].embedding_error is None and _cos(rows[i].embedding, vector) >= COS
 
 
-@pytest.mark.parametrize("name", ["vlm2vec", "jina_v4", "qwen3_vl_embedding"])
+@pytest.mark.parametrize("name", ["vlm2vec", "jina_v4", "qwen3_vl_embedding", "ops_mm"])
 def test_the_newer_families_run_through_the_stage_unchanged(spark, tmp_path, name):
     """VLM2Vec (chosen by name), jina-embeddings-v4 (by its config; a task adapter and its passage prompt) and
     Qwen3-VL-Embedding (by its model type): the stage's family, task and prompt params reach the workers."""
     from e5v import E5V
     from e5v.testing_qwen import make_tiny_qwen2vl
 
-    variant = {"vlm2vec": "qwen2_vl", "jina_v4": "qwen2_5_vl", "qwen3_vl_embedding": "qwen3_vl"}[name]
+    variant = {"vlm2vec": "qwen2_vl", "jina_v4": "qwen2_5_vl", "qwen3_vl_embedding": "qwen3_vl", "ops_mm": "qwen2_vl"}[name]
     path = make_tiny_qwen2vl(tmp_path / name, variant=variant, seed=9,
                              architectures=["JinaEmbeddingsV4Model"] if name == "jina_v4" else None)
-    params = {"vlm2vec": {"family": "vlm2vec"}, "qwen3_vl_embedding": {}}.get(name)
+    params = {"vlm2vec": {"family": "vlm2vec"}, "qwen3_vl_embedding": {}, "ops_mm": {"family": "ops_mm"}}.get(name)
     if name == "jina_v4":
         from test_family_recipes import _write_adapters
 
