@@ -75,7 +75,8 @@ class E5V:
 
         Args:
             model: HF id (default ``royokong/e5-v``) or a directory (a checkpoint or an ``e5v export``).
-            backend: "torch" or "openvino"; None detects an exported OpenVINO directory, else torch.
+            backend: "torch", "openvino" or "auto" (OpenVINO int8 from a cached export on CPUs with int8 units,
+                built once; else torch); None detects an exported OpenVINO directory, else torch.
             device, dtype: torch backend only; CPU fp32 by default, CUDA fp16.
             image_mode: "anyres" (faithful: base view + up to 4 tiles) or "base" (one 336 px view, ~5x cheaper).
             prompt: a named prompt set (see ``e5v.prompts.NAMED_PROMPTS``) or a ``PromptSet``.
@@ -99,10 +100,19 @@ class E5V:
         if image_mode not in components.spec.image_modes:
             raise ValueError(f"image_mode {image_mode!r} is not available for {components.spec.name} models; "
                              f"choose one of {components.spec.image_modes}")
-        name = backend or detect_backend(components.path)
+        name, why = backend or detect_backend(components.path), None
+        if backend == "auto":  # the route table picks the backend (and builds a cached export once)
+            from .backends.routes import auto_backend
+
+            name, export, why = auto_backend(components)
+            if export is not None:
+                components = load_components(export, family=family, task=task)
+                components.model_id = str(model)
         backend_obj = backend_class(name, components.spec).load(components, device=device, dtype=dtype,
                                                                 lora=str(lora) if lora is not None else None,
                                                                 max_memory=max_memory)
+        if why is not None:
+            backend_obj.route = f"{getattr(backend_obj, 'route', name)}; {why}"
         limits = ImageLimits(**{k: v for k, v in (("max_pixels", max_pixels),
                                                   ("formats", tuple(image_formats or ()))) if v})
         loaded = cls(components, backend_obj, image_mode=image_mode, prompt=prompt, instruction=instruction,

@@ -17,8 +17,9 @@ def model_options(f: Callable) -> Callable:
     options = [
         click.option("--model", "-m", default="royokong/e5-v", show_default=True,
                      help="Hugging Face id or local directory (checkpoint or `e5v export` output)."),
-        click.option("--backend", type=click.Choice(sorted(BACKENDS)), default=None,
-                     help="Default: openvino for an exported directory, else torch."),
+        click.option("--backend", type=click.Choice(sorted(BACKENDS) + ["auto"]), default=None,
+                     help="Default: openvino for an exported directory, else torch. auto: OpenVINO int8 from a "
+                     "cached export on CPUs with int8 units (built once), else torch."),
         click.option("--device", default=None, help="torch device (default: cpu, or cuda when available)."),
         click.option("--dtype", default=None, help="torch dtype: fp32 (CPU default), fp16 (CUDA default), bf16."),
         click.option("--image-mode", type=click.Choice(["anyres", "base"]), default="anyres", show_default=True,

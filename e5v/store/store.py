@@ -4,6 +4,10 @@ Why LanceDB: embedded (a directory, no server), every ``add`` is one atomic vers
 killed mid-write leaves the previous version intact and no half-written row), vector + scalar filters in
 one query, optional ANN indexes, and the same code works on object storage.
 
+Why this file is a little over 300 lines: it is the ``Store`` class alone (open/validate, add, search, ANN
+index, stats); ingestion and search already live in ``ingest.py`` and ``search.py``, and what remains is the
+public surface of one object, kept together on purpose.
+
 Example:
     >>> store = Store.open("photos.e5v", E5V.from_pretrained("royokong/e5-v"))
     >>> print(store.add(["~/Pictures", "captions.csv"]))
