@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from e5v import E5V, ModelLoadError
-from family_cards import qwen_smart_resize
+from family_cards import QwenCard, normalized, qwen_smart_resize
 
 DEFAULT_INSTRUCTION = "You are a helpful assistant."
 
@@ -19,33 +18,18 @@ def card_resize(image: Image.Image) -> Image.Image:
     return qwen_smart_resize(image.convert("RGB"), 28, 4 * 28 * 28, 16384 * 28 * 28)
 
 
-class GmeCard:
+class GmeCard(QwenCard):
     """The card's embed(): one item, its prompt string, the processor with the card's pixel bounds."""
 
     def __init__(self, path):
-        from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+        super().__init__(path, min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)
 
-        self.model = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, min_pixels=256 * 28 * 28,
-                                                                         max_pixels=1280 * 28 * 28)
-
-    @torch.no_grad()
     def embed(self, text=None, image=None, instruction=None) -> np.ndarray:
         user = ("<|vision_start|><|image_pad|><|vision_end|>" if image is not None else "") + (text or "")
         prompt = (f"<|im_start|>system\n{instruction or DEFAULT_INSTRUCTION}<|im_end|>\n<|im_start|>user\n{user}"
                   "<|im_end|>\n<|im_start|>assistant\n<|endoftext|>")
-        kwargs = {}
-        if image is not None:
-            processed = self.image_processor([card_resize(image)], return_tensors="pt")
-            n = int(processed["image_grid_thw"][0].prod()) // 4
-            prompt = prompt.replace("<|image_pad|>", "<|image_pad|>" * n)
-            kwargs = dict(pixel_values=processed["pixel_values"], image_grid_thw=processed["image_grid_thw"])
-        ids = self.tokenizer(prompt, return_tensors="pt").input_ids
-        kwargs["mm_token_type_ids"] = (ids == self.model.config.image_token_id).to(torch.int)
-        out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, **kwargs)
-        last = out.hidden_states[-1][0, -1].float()
-        return torch.nn.functional.normalize(last, dim=-1).numpy()
+        states, _ = self.states(prompt, card_resize(image) if image is not None else None)
+        return normalized(states[-1])
 
 
 @pytest.fixture(scope="module")

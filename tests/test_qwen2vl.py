@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from e5v import E5V, ModelLoadError
+from family_cards import QwenCard
 
 WRAP = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 PH = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -15,32 +16,19 @@ IMAGE = WRAP.format(f"{PH}\nSummary above image in one word: ")
 COMPOSED = WRAP.format(f'{PH}Modify this image with "<sent>", describe modified image in one word: ')
 
 
-class QwenReference:
+class QwenReference(QwenCard):
     """transformers' full Qwen2-VL forward, one item at a time, placeholder expanded as its processor does."""
 
     def __init__(self, path):
-        import transformers
-        from transformers import AutoConfig, AutoTokenizer, Qwen2VLImageProcessorPil
+        from transformers import AutoConfig
 
-        arch = AutoConfig.from_pretrained(path).architectures[0]
-        self.model = getattr(transformers, arch).from_pretrained(path, dtype=torch.float32).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
+        self.model_cls = AutoConfig.from_pretrained(path).architectures[0]
+        super().__init__(path)
 
-    @torch.no_grad()
     def hidden(self, text=None, image=None):
         template = COMPOSED if (text is not None and image is not None) else IMAGE if image is not None else TEXT
         prompt = template.replace("<sent>", text) if text is not None else template
-        kwargs = {}
-        if image is not None:
-            processed = self.image_processor([image], return_tensors="pt")
-            n = int(processed["image_grid_thw"][0].prod()) // 4
-            prompt = prompt.replace("<|image_pad|>", "<|image_pad|>" * n)
-            kwargs = dict(pixel_values=processed["pixel_values"], image_grid_thw=processed["image_grid_thw"])
-        ids = self.tokenizer(prompt, return_tensors="pt").input_ids
-        kwargs["mm_token_type_ids"] = (ids == self.model.config.image_token_id).to(torch.int)
-        out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, **kwargs)
-        return out.hidden_states[-1][0].float(), ids[0]
+        return self.states(prompt, image)
 
 
 @pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
