@@ -29,6 +29,8 @@ from common import BENCH_MODEL, emit, machine_note, peak_rss_mb  # noqa: E402
 from throughput import images as make_images  # noqa: E402
 from throughput import texts as make_texts  # noqa: E402
 
+sys.path.remove(str(Path(__file__).resolve().parent))  # bench/openvino.py would shadow the openvino package
+
 HERE = Path(__file__).resolve().parent
 VLLM_PYTHON = HERE / "peers" / "vllm-venv" / "bin" / "python"
 CONFIGS = "reference-fp32,reference-bf16,e5v-default,e5v-auto,e5v-fp32,vllm-bf16,vllm-fp32"
