@@ -29,7 +29,8 @@ from common import BENCH_MODEL, emit, machine_note, peak_rss_mb  # noqa: E402
 from throughput import images as make_images  # noqa: E402
 from throughput import texts as make_texts  # noqa: E402
 
-sys.path.remove(str(Path(__file__).resolve().parent))  # bench/openvino.py would shadow the openvino package
+# bench/openvino.py would shadow the openvino package: drop bench/ (the script's own dir too) after its imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 HERE = Path(__file__).resolve().parent
 VLLM_PYTHON = HERE / "peers" / "vllm-venv" / "bin" / "python"
