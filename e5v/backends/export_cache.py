@@ -55,7 +55,9 @@ def ensure(checkpoint: Path, weights: str, log: Callable[[str], None] = print) -
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.with_name(f"{target.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
-    load_dtype = "bf16" if stored_dtypes(Path(checkpoint)) == {_bf16()} else "fp32"
+    import torch
+
+    load_dtype = "bf16" if stored_dtypes(Path(checkpoint)) == {torch.bfloat16} else "fp32"  # as stored: no copy
     log(f"building a cached OpenVINO {weights} export of {checkpoint} in {target} (once; reused on the next "
         "load)")
     try:
@@ -69,8 +71,3 @@ def ensure(checkpoint: Path, weights: str, log: Callable[[str], None] = print) -
         shutil.rmtree(building, ignore_errors=True)
     return target
 
-
-def _bf16():
-    import torch
-
-    return torch.bfloat16

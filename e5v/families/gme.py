@@ -45,6 +45,10 @@ class GME(Qwen2VL):
     alpha = "drop"
     max_tokens = 1800
     marker_files = ("gme_inference.py",)
+    #: the card's bounds: ``fetch_image``'s pre-resize (pixels) and the processor's (28x28 patches); recipes in
+    #: GME's format with other bounds (Ops-MM) change only these
+    fetch_pixels = (FETCH_MIN_PIXELS, FETCH_MAX_PIXELS)
+    processor_tokens = (MIN_IMAGE_TOKENS, MAX_IMAGE_TOKENS)
 
     def chat_format(self, config: Any) -> ChatFormat:
         return GME_CHAT
@@ -60,22 +64,21 @@ class GME(Qwen2VL):
         return replace(prompts, system=instruction)
 
     def load_processors(self, path, config, tokenizer, options):
-        options = {"min_pixels": options.get("min_pixels") or MIN_IMAGE_TOKENS * 28 * 28,
-                   "max_pixels": options.get("max_pixels") or MAX_IMAGE_TOKENS * 28 * 28}
+        low, high = self.processor_tokens
+        options = {"min_pixels": options.get("min_pixels") or low * 28 * 28,
+                   "max_pixels": options.get("max_pixels") or high * 28 * 28}
         return super().load_processors(path, config, tokenizer, options)
 
     def prepare_image(self, image: Any) -> Any:
-        """``fetch_image``'s resize: both sides to multiples of 28 within the card's patch bounds."""
+        """``fetch_image``'s resize: both sides to multiples of 28 within the card's pixel bounds."""
         width, height = image.size
-        new_h, new_w = fetch_resize(height, width)
+        new_h, new_w = self._fetch(height, width)
         return image if (new_w, new_h) == (width, height) else image.resize((new_w, new_h))
 
     def count_image_tokens(self, size: tuple[int, int], mode: str, components: Any) -> int:
         width, height = size
-        new_h, new_w = fetch_resize(height, width)
+        new_h, new_w = self._fetch(height, width)
         return super().count_image_tokens((new_w, new_h), mode, components)
 
-
-def fetch_resize(height: int, width: int) -> tuple[int, int]:
-    """(height, width) after ``qwen_vl_utils.smart_resize`` with the bounds of GME's ``fetch_image``."""
-    return qwen_fetch_resize(height, width, FACTOR, FETCH_MIN_PIXELS, FETCH_MAX_PIXELS)
+    def _fetch(self, height: int, width: int) -> tuple[int, int]:
+        return qwen_fetch_resize(height, width, FACTOR, *self.fetch_pixels)

@@ -13,13 +13,7 @@ The config is a plain Qwen2-VL one, so the family is chosen by name (``family="o
 
 from __future__ import annotations
 
-from typing import Any
-
 from .gme import GME
-from .qwen2_vl import fetch_resize
-
-FACTOR, FETCH_MIN_PIXELS, FETCH_MAX_PIXELS = 28, 256 * 28 * 28, 1280 * 28 * 28
-MIN_IMAGE_TOKENS, MAX_IMAGE_TOKENS = 4, 1280  # the processor's bounds, in 28x28 patches
 
 
 class OpsMM(GME):
@@ -27,18 +21,5 @@ class OpsMM(GME):
     architectures = ("Qwen2VLForConditionalGeneration (Ops-MM-embedding-v1)",)
     max_tokens = None
     marker_files = ()
-
-    def load_processors(self, path, config, tokenizer, options):
-        options = {"min_pixels": options.get("min_pixels") or MIN_IMAGE_TOKENS * 28 * 28,
-                   "max_pixels": options.get("max_pixels") or MAX_IMAGE_TOKENS * 28 * 28}
-        return super(GME, self).load_processors(path, config, tokenizer, options)
-
-    def prepare_image(self, image: Any) -> Any:
-        width, height = image.size
-        new_h, new_w = fetch_resize(height, width, FACTOR, FETCH_MIN_PIXELS, FETCH_MAX_PIXELS)
-        return image if (new_w, new_h) == (width, height) else image.resize((new_w, new_h))
-
-    def count_image_tokens(self, size: tuple[int, int], mode: str, components: Any) -> int:
-        width, height = size
-        new_h, new_w = fetch_resize(height, width, FACTOR, FETCH_MIN_PIXELS, FETCH_MAX_PIXELS)
-        return super(GME, self).count_image_tokens((new_w, new_h), mode, components)
+    fetch_pixels = (256 * 28 * 28, 1280 * 28 * 28)  # the card's fetch_image (GME's: 4..16384 patches)
+    processor_tokens = (4, 1280)  # the card's processor bounds, in 28x28 patches
