@@ -75,9 +75,12 @@ class E5V:
 
         Args:
             model: HF id (default ``royokong/e5-v``) or a directory (a checkpoint or an ``e5v export``).
-            backend: "torch", "openvino" or "auto" (OpenVINO int8 from a cached export on CPUs with int8 units,
-                built once; else torch); None detects an exported OpenVINO directory, else torch.
-            device, dtype: torch backend only; CPU fp32 by default, CUDA fp16.
+            backend: "torch", "openvino" or "auto". None (the default) is ``E5V_BACKEND`` if set, else "auto": the
+                route table (docs/routes.md) - an export directory runs on OpenVINO; a checkpoint on a CPU with int8
+                units (AVX-512 VNNI, AMX) runs an OpenVINO int8 export built once into a cache; torch elsewhere,
+                and always when a ``dtype`` (or ``E5V_DTYPE``), a ``lora`` or a non-CPU ``device`` is asked for.
+            device, dtype: torch backend only; the CPU dtype follows the CPU (bf16 where native, else fp32), CUDA
+                fp16. ``dtype="fp32"`` (or ``E5V_DTYPE=fp32``) is the exact route.
             image_mode: "anyres" (faithful: base view + up to 4 tiles) or "base" (one 336 px view, ~5x cheaper).
             prompt: a named prompt set (see ``e5v.prompts.NAMED_PROMPTS``) or a ``PromptSet``.
             instruction: replaces the one-word instruction of the text and image prompts.
@@ -100,11 +103,18 @@ class E5V:
         if image_mode not in components.spec.image_modes:
             raise ValueError(f"image_mode {image_mode!r} is not available for {components.spec.name} models; "
                              f"choose one of {components.spec.image_modes}")
-        name, why = backend or detect_backend(components.path), None
+        backend = backend or os.environ.get("E5V_BACKEND") or "auto"
+        name, why = backend, None
         if backend == "auto":  # the route table picks the backend (and builds a cached export once)
-            from .backends.routes import auto_backend
+            from .backends.export_cache import auto_backend
 
-            name, export, why = auto_backend(components)
+            torch_wanted = _torch_asked(dtype, lora, device)
+            if detect_backend(components.path) == "openvino":  # an export (a partial one is refused by its loader)
+                name, export, why = "openvino", None, "auto: an e5v export directory"
+            elif torch_wanted:
+                name, export, why = "torch", None, f"auto: {torch_wanted}"
+            else:
+                name, export, why = auto_backend(components)
             if export is not None:
                 components = load_components(export, family=family, task=task)
                 components.model_id = str(model)
@@ -271,6 +281,19 @@ class E5V:
     def __repr__(self) -> str:
         return (f"E5V(model={self.components.model_id!r}, backend={self.backend.name!r}, "
                 f"weights={self.backend.weights!r}, image_mode={self.image_mode!r}, dim={self.embedding_dim})")
+
+
+def _torch_asked(dtype: Any, lora: Any, device: Any) -> str | None:
+    """Why the caller's options mean torch whatever the CPU (dtypes, LoRA adapters and devices are torch's)."""
+    if dtype is not None:
+        return f"dtype={dtype!r} asked for: torch"
+    if os.environ.get("E5V_DTYPE", "auto") != "auto":
+        return f"E5V_DTYPE={os.environ['E5V_DTYPE']} set: torch"
+    if lora is not None:
+        return "a LoRA adapter is applied on torch"
+    if device not in (None, "cpu"):
+        return f"device={device!r}: torch"
+    return None
 
 
 def detect_backend(path) -> str:

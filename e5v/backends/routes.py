@@ -57,31 +57,3 @@ def default_cpu_dtype(flags: set[str] | None = None, environ: dict | None = None
     why = ("native bf16 on this CPU: 3-4x faster than fp32, cosine ~0.9999 vs fp32; dtype='fp32' for exact vectors"
            if dtype == "bf16" else "no native bf16 on this CPU: fp32 is the fast and exact dtype")
     return DtypeChoice(dtype, f"auto on {kind}: {why}")
-
-
-def auto_backend(components, flags: set[str] | None = None, log=print) -> tuple[str, object, str]:
-    """``backend="auto"``: ("openvino", the cached int8 export's directory, reason) on CPUs with int8
-    dot-product units (AVX-512 VNNI, AMX) for families OpenVINO runs, building the export once if it is missing
-    (``export_cache``); else ("torch", None, reason), where the dtype table above applies. An export directory
-    is used as it is.
-
-    Measured on Zen 4 (VNNI): int8 exports run the issue's 16 texts 1.43-1.51x and anyres images 1.26-1.58x
-    faster than vLLM bf16, at min cosine 0.9996 vs fp32 (bench/results/openvino.md); on AVX2-only CPUs OpenVINO
-    decompresses int8 weights to f32 (fp32 speed), so torch is the route there."""
-    from .cpu_features import has_int8_dot_product
-
-    if (components.path / "e5v_manifest.json").is_file():
-        return "openvino", None, "auto: an e5v export directory"
-    if "openvino" not in components.spec.backends:
-        return "torch", None, f"auto: {components.spec.name} models run on torch only"
-    flags = cpu_flags() if flags is None else flags
-    if not has_int8_dot_product(flags):
-        return "torch", None, f"auto on {cpu_kind(flags)}: no int8 dot-product units, OpenVINO int8 would run at fp32 speed"
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return "torch", None, 'auto: OpenVINO is not installed (pip install "e5v[openvino]")'
-    from .export_cache import ensure
-
-    export = ensure(components.path, "int8", log=log)
-    return "openvino", export, f"auto on {cpu_kind(flags)}: int8 dot-product units, cached int8 export {export}"

@@ -18,10 +18,11 @@ def model_options(f: Callable) -> Callable:
         click.option("--model", "-m", default="royokong/e5-v", show_default=True,
                      help="Hugging Face id or local directory (checkpoint or `e5v export` output)."),
         click.option("--backend", type=click.Choice(sorted(BACKENDS) + ["auto"]), default=None,
-                     help="Default: openvino for an exported directory, else torch. auto: OpenVINO int8 from a "
-                     "cached export on CPUs with int8 units (built once), else torch."),
+                     help="Default (E5V_BACKEND, else auto): the route table - OpenVINO for an exported "
+                     "directory; OpenVINO int8 from a cached export (built once) on CPUs with int8 units; torch "
+                     "elsewhere, or when --dtype/--lora/--device is given (docs/routes.md)."),
         click.option("--device", default=None, help="torch device (default: cpu, or cuda when available)."),
-        click.option("--dtype", default=None, help="torch dtype: fp32 (CPU default), fp16 (CUDA default), bf16."),
+        click.option("--dtype", default=None, help="torch dtype (implies torch): fp32 (exact), bf16, fp16 (CUDA default); default: the CPU's (docs/routes.md)."),
         click.option("--image-mode", type=click.Choice(["anyres", "base"]), default="anyres", show_default=True,
                      help="anyres: faithful (base view + tiles); base: one 336 px view, ~5x fewer image tokens."),
         click.option("--instruction", default=None, help="Replace the one-word instruction of text/image prompts."),

@@ -4,7 +4,7 @@ Plain int4 rounds each weight group to its nearest 4-bit grid independently. GPT
 matmul's columns one at a time and corrects the remaining columns for the error so far, using the
 second moments of that matmul's *inputs*; it needs example inputs of the language model. Those must be
 E5-V's real ones: the chat-template prompts, the image features scattered in at the ``<image>`` tokens,
-left padding. So they are produced by the encoder itself (``E5V.encode``), on the model being exported,
+left padding. So they are produced by the encode pipeline itself (what ``E5V.encode`` runs), on the model being exported,
 with a backend that records what reaches the language model instead of running it. The data path is
 therefore the one users run: no second implementation of prompts or the image merge.
 
@@ -134,15 +134,26 @@ class RecordingBackend(TorchBackend):
 
 def record_language_inputs(base: Any, source: Path, items: Iterable[Any], batch_size: int = 1
                            ) -> list[dict[str, np.ndarray]]:
-    """The language model's inputs for ``items``, made by ``E5V.encode`` on ``base`` (LlavaNextModel).
+    """The language model's inputs for ``items``, made by the encode pipeline on ``base`` (LlavaNextModel).
 
-    One item per batch by default: no padding rows in the statistics GPTQ collects.
+    The same ``Pipeline`` ``E5V.encode`` runs (the family's default prompts, anyres, its pooling), driven
+    directly so that the export package does not import the encoder that loads exports. One item per batch
+    by default: no padding rows in the statistics GPTQ collects.
     """
-    from ..encoder import E5V
+    from ..preprocess import MAX_BATCH_TOKENS
+    from ..head import Head
+    from ..inputs import ImageLimits
     from ..loading import load_components
+    from ..pipeline import Pipeline, Request
 
     dtype = next(base.parameters()).dtype
     recorder = RecordingBackend(base, dtype)
-    model = E5V(load_components(str(source)), recorder)
-    model.encode(list(items), batch_size=batch_size, normalize=False, show_progress_bar=False)
+    components = load_components(str(source))
+    spec = components.spec
+    request = Request(prompts=spec.prompt_set(None, None, components.task), mode="anyres",
+                      pooler=spec.checked_pooler(spec.default_pooling), head=Head(normalize=False),
+                      batch_size=batch_size, raise_on_error=True, max_batch_tokens=MAX_BATCH_TOKENS,
+                      image_limits=ImageLimits())
+    items = list(items)
+    Pipeline(components, recorder).run(items, request, int(base.config.text_config.hidden_size))
     return recorder.recorded
