@@ -20,14 +20,16 @@ Data regimes (``--data``):
              cosine ~0.06 among N unrelated vectors, which no index can find without scanning
              everything (recall@10 there measures the index's ability to rank noise).
 
-Usage:  .venv/bin/python bench/store.py --data clustered uniform --sizes 100000 [--out bench/results/store.md]
+With ``--pgvector`` the same vectors and queries also go through e5v's PostgreSQL store (``bench/store_pg.py``:
+binary COPY inserts, exact seq scan, HNSW on binary codes + exact re-rank), side by side in the same run.
+
+Usage:  .venv/bin/python bench/store.py --data clustered uniform --sizes 100000 [--pgvector] [--out bench/results/store.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import resource
 import shutil
 import sys
@@ -39,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import emit  # noqa: E402
+from common import emit, machine_note  # noqa: E402
 from e5v.store import ann  # noqa: E402
 from e5v.store.exact import MAX_ROWS as EXACT_RAM_ROWS, ExactIndex  # noqa: E402
 from e5v.store.schema import TABLE, make_schema  # noqa: E402
@@ -217,7 +219,15 @@ def run(regime: str, n: int, args, workdir: Path) -> list[dict]:
         print(f"[{regime} {n}] {rows[-1]}", flush=True)
     for r in rows:
         r.update(data=regime, insert_rate=n / insert_s, build_s=build_s, disk_data=size_data, disk_index=size_index,
-                 params=params)
+                 params=params, backend="LanceDB")
+    if args.pgvector:
+        from store_pg import run_pg
+
+        del table, db
+        shutil.rmtree(workdir / "db", ignore_errors=True)  # the LanceDB copy's disk (16 GB at 1M) before PostgreSQL's
+
+        rows += [dict(r, backend="pgvector") for r in run_pg(regime, n, args, data, qs, truth, nq_exact, timed, pct,
+                                                              recall, D, K)]
     return rows
 
 
@@ -228,11 +238,11 @@ def table_md(rows: list[dict]) -> str:
         base = next(x for x in rows if (x["data"], x["n"]) == (r["data"], r["n"]) and x["method"].startswith("numpy"))
         out.append(f"| {r['data']} | {r['n']:,} | {r['method']} | {r['q']} | {r['p50']:.1f} | {r['p99']:.1f} | "
                    f"{base['p50'] / r['p50']:.2f}x | {r['r1']:.3f} | {r['r10']:.3f} |")
-    out += ["", "| data | N | insert rows/s | disk (data) | disk (data+index) | index build s | index params |",
-            "|---|---|---|---|---|---|---|"]
-    for key in dict.fromkeys((r["data"], r["n"]) for r in rows):
-        r = next(x for x in rows if (x["data"], x["n"]) == key)
-        out.append(f"| {key[0]} | {key[1]:,} | {r['insert_rate']:,.0f} | {r['disk_data'] / 1e9:.2f} GB | "
+    out += ["", "| data | N | store | insert rows/s | disk (data) | disk (data+index) | index build s | index params |",
+            "|---|---|---|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["data"], r["n"], r["backend"]) for r in rows):
+        r = next(x for x in rows if (x["data"], x["n"], x["backend"]) == key)
+        out.append(f"| {key[0]} | {key[1]:,} | {key[2]} | {r['insert_rate']:,.0f} | {r['disk_data'] / 1e9:.2f} GB | "
                    f"{r['disk_index'] / 1e9:.2f} GB | {r['build_s']:.0f} | {r['params']} |")
     return "\n".join(out)
 
@@ -251,6 +261,10 @@ def main() -> None:
                    help="skip building and querying the ANN index (exact search and insert only)")
     p.add_argument("--exact-queries", type=int, default=100,
                    help="queries for the exact scans (the chunked numpy baseline uses only this many)")
+    p.add_argument("--pgvector", action="store_true",
+                   help="also run e5v's PostgreSQL + pgvector store on the same vectors (bench/store_pg.py)")
+    p.add_argument("--pg-refine", type=int, nargs="+", default=[10, ann.REFINE_FACTOR, 40],
+                   help="pgvector: candidates = refine x k from the HNSW index, re-ranked exactly")
     p.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir, removed)")
     p.add_argument("--out", default=None, help="append the markdown table to this file")
     args = p.parse_args()
@@ -262,8 +276,8 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     md = table_md(rows)
-    md += (f"\n\nPeak RSS {peak_rss_gb():.1f} GB; {platform.processor() or platform.machine()}, "
-           f"{__import__('os').cpu_count()} cores; command: `{' '.join(['.venv/bin/python'] + sys.argv)}`\n")
+    pg = "; PostgreSQL settings " + str(__import__("store_pg").SETTINGS) if args.pgvector else ""
+    md += (f"\n\nPeak RSS of the bench process {peak_rss_gb():.1f} GB; {machine_note()}{pg}; command: `{' '.join(['.venv/bin/python'] + sys.argv)}`\n")
     emit(md, args.out)
 
 

@@ -8,7 +8,6 @@ image rebuilt from the struct's pixels, and that rebuild is separately checked a
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,45 +21,6 @@ from e5v.spark import E5VEmbeddings, write_parquet  # noqa: E402
 from e5v.spark.decode import struct_to_image  # noqa: E402
 
 COS = 0.9999
-
-
-@pytest.fixture(scope="session")
-def spark():
-    from pyspark.sql import SparkSession
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers must run this venv's Python
-    session = (SparkSession.builder.master("local[2]").appName("e5v-tests")
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "2")
-               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "4")  # several Arrow batches per task
-               .config("spark.driver.memory", "1g")
-               .getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
-@pytest.fixture(scope="session")
-def image_dir(tmp_path_factory, images) -> Path:
-    """PNG and JPEG files: RGB, grayscale, RGBA with real transparency, plus one corrupt file."""
-    root = tmp_path_factory.mktemp("spark-images")
-    small = {name: im.resize((im.width // 3, im.height // 3)) for name, im in images.items()}
-    red, green = small["red square"], small["green wide"]
-    red.save(root / "rgb.png")
-    green.save(root / "rgb.jpg", quality=92)
-    small["blue tall"].convert("L").save(root / "gray.png")
-    small["yellow small"].convert("L").save(root / "gray.jpg", quality=92)
-    rgba = red.convert("RGBA")
-    alpha = np.tile(np.linspace(0, 255, rgba.width, dtype=np.uint8), (rgba.height, 1))
-    rgba.putalpha(Image.fromarray(alpha, mode="L"))
-    rgba.save(root / "rgba.png")
-    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
-    return root
-
-
-@pytest.fixture(scope="session")
-def stage(tiny_model_path):
-    return E5VEmbeddings(model=str(tiny_model_path), batchSize=3)
 
 
 def _cos(a, b) -> float:

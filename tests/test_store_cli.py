@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,28 +18,12 @@ from click.testing import CliRunner  # noqa: E402
 from e5v.cli import cli  # noqa: E402
 from e5v.errors import StoreError  # noqa: E402
 from e5v.store import Store  # noqa: E402
+from store_util import stored_rows, wait_for_rows  # noqa: E402
 
 
 def _index_cmd(paths: list[Path], db: Path, model: Path, *extra: str) -> list[str]:
     return [sys.executable, "-c", "from e5v.cli import main; main()", "index", *map(str, paths), "--db", str(db),
             "--model", str(model), "--batch-size", "4", "--commit-every", "4", *extra]
-
-
-def _rows(db: Path) -> int:
-    try:
-        return len(Store.open(db))
-    except StoreError:  # not created yet
-        return 0
-
-
-def _wait_for_rows(db: Path, proc: subprocess.Popen, at_least: int, timeout: float = 120.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        n = _rows(db)
-        if n >= at_least or proc.poll() is not None:
-            return n
-        time.sleep(0.05)
-    raise AssertionError(f"no {at_least} committed rows within {timeout}s")
 
 
 def test_cli_index_then_search_table_and_json(tiny_model_path, images, tmp_path):
@@ -85,14 +68,14 @@ def test_sigkill_mid_index_loses_nothing_and_resumes_without_duplicates(tiny_mod
     for attempt in range(2):  # kill twice at different points, then let the third run finish
         proc = subprocess.Popen(_index_cmd([data], db, tiny_model_path), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        seen = _wait_for_rows(db, proc, at_least=(counts[-1] if counts else 0) + 8 * (attempt + 1))
+        seen = wait_for_rows(db, proc, at_least=(counts[-1] if counts else 0) + 8 * (attempt + 1))
         if attempt == 0:  # a second writer meanwhile is refused with the holder's pid
             with pytest.raises(StoreError, match=f"another process \\(pid {proc.pid}\\)"):
                 Store.open(db, model).add([data], show_progress=False)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
-        counts.append(_rows(db))
+        counts.append(stored_rows(db))
         assert seen <= counts[-1] < n, "the run must be killed mid-way for this test to mean anything"
         hits = Store.open(db).search([1.0] * 64, k=n)  # every committed row is whole and readable
         assert len(hits) == counts[-1] and all(h["text"].startswith("passage number") for h in hits)

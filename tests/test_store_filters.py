@@ -68,3 +68,15 @@ def test_raw_where_must_be_balanced(store):
             check_raw_where(bad)
     with pytest.raises(FilterError):
         store.search("item", where="1=1) OR (1=1", kind="image")
+
+
+def test_a_key_holding_strings_numbers_and_booleans_filters_instead_of_failing(model, tmp_path):
+    """LanceDB's json_get_float/json_get_bool fail the query on a row whose value is a string; the compiled
+    filter reads text and converts leniently, so mixed metadata filters by value."""
+    s = Store.open(tmp_path / "db", model)
+    s.add([{"text": f"v {i}", "metadata": {"v": v}} for i, v in enumerate(["web", 7, True, 2.5, "8"])],
+          show_progress=False)
+    assert texts(s, filter={"v": {"$gte": 7}}) == {"v 1", "v 4"}  # "8" is text holding a number: lenient
+    assert texts(s, filter={"v": True}) == {"v 2"}
+    assert texts(s, filter={"v": "web"}) == {"v 0"}
+    assert texts(s, filter={"v": {"$in": [2.5, 7]}}) == {"v 1", "v 3"}

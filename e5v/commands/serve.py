@@ -19,8 +19,8 @@ from .common import load_model, model_options
               help="Require 'Authorization: Bearer KEY' on every route but /health (env: E5V_API_KEY).")
 @click.option("--served-model-name", "served_names", multiple=True,
               help="Name(s) clients send as 'model' (repeatable; default: the --model value).")
-@click.option("--db", type=click.Path(file_okay=False), default=None,
-              help="A store directory (from `e5v index`): enables POST /v1/search.")
+@click.option("--db", default=None,
+              help="A store (a directory from `e5v index`, or postgresql://...[#table]): enables POST /v1/search.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True,
               help="Host name clients may use besides localhost/127.0.0.1/::1 (repeatable; '*.example.com' for "
                    "subdomains, '*' for any). Other Host headers get 421 (DNS-rebinding protection).")
@@ -79,7 +79,9 @@ def serve(host, port, api_key, served_names, db, allowed_hosts, allow_sql_filter
     if max_items > max_queue:
         raise click.UsageError(f"--max-items ({max_items}) must not exceed --max-queue ({max_queue}), "
                                "or such requests could never be queued")
-    if db and not os.path.isdir(db):
+    from ..store.pg_schema import is_postgres_url
+
+    if db and not is_postgres_url(db) and not os.path.isdir(db):
         raise click.UsageError(f"--db {db}: no such directory (build one with `e5v index`)")
     config = ServerConfig(
         model_names=tuple(served_names) or (model_kw["model"],),

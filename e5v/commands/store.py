@@ -23,14 +23,16 @@ def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
     (``--image-mode``, ``--pooling``, ``--instruction``, ``--backend``) overrides them, so a conflicting
     option is refused by the config check rather than silently ignored.
     """
+    from ..store import Store, store_exists
+
     explicit = {k for k in model_kw if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
-    if "model" in explicit or not (Path(db) / "items.lance").exists():
+    if "model" in explicit or not store_exists(db):
         return load_model(**model_kw)
     from ..prompts import PromptSet
-    from ..store import Store
 
-    config = Store.open(db, None).config
-    kw = dict(model_kw, model=config["model"], backend=config.get("backend"),
+    with Store.open(db, None) as store:
+        config = store.config
+    kw = dict(model_kw, model=config["model"], backend=_reload_backend(config),
               image_mode=config.get("image_mode", "anyres"), pooling=config.get("pooling", "last"),
               family=config.get("family"), task=config.get("task"),
               dtype=_torch_dtype(config) or model_kw.get("dtype"))
@@ -51,6 +53,17 @@ def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
         raise click.ClickException(str(exc)) from None
 
 
+def _reload_backend(config: dict) -> str | None:
+    """The backend to reload a store's model with. A store the default route built from a checkpoint records
+    "openvino" with the checkpoint's path (the export lives in the cache): "auto" finds that export again, and
+    on a CPU where auto picks torch instead the config check names the difference."""
+    backend = config.get("backend")
+    model = Path(str(config.get("model", "")))
+    if backend == "openvino" and not (model / "e5v_manifest.json").is_file():
+        return "auto"
+    return backend
+
+
 def _torch_dtype(config: dict) -> str | None:
     """The dtype a torch-built store was embedded in: reloads use it, not this machine's default route (bf16 on
     one CPU, fp32 on another: vectors that do not mix)."""
@@ -59,11 +72,12 @@ def _torch_dtype(config: dict) -> str | None:
 
 def store_dtype(db: str) -> str | None:
     """``_torch_dtype`` of the store at ``db`` (None when it is not a store yet)."""
-    from ..store import Store
+    from ..store import Store, store_exists
 
-    if not (Path(db) / "items.lance").exists():
+    if not store_exists(db):
         return None
-    return _torch_dtype(Store.open(db, None).config)
+    with Store.open(db, None) as store:
+        return _torch_dtype(store.config)
 
 
 _FROM_PRETRAINED = ("backend", "device", "dtype", "image_mode", "lora", "pooling", "min_image_pixels",
@@ -72,7 +86,8 @@ _FROM_PRETRAINED = ("backend", "device", "dtype", "image_mode", "lora", "pooling
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--db", required=True, type=click.Path(file_okay=False), help="Store directory (created if missing).")
+@click.option("--db", required=True, help="Store directory (created if missing), or a PostgreSQL URL "
+              "postgresql://user@host/dbname[#table] (docs/store.md#postgresql).")
 @model_options
 @click.option("--batch-size", "-b", default=32, show_default=True, help="Items per forward pass.")
 @click.option("--commit-every", default=64, show_default=True,
@@ -93,31 +108,38 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
     manifests have `image` and/or `text` columns, other columns become metadata. Re-running skips
     content already stored, so an interrupted run resumes where it stopped.
     """
+    import contextlib
+
     from ..errors import StoreError
     from ..store import Store
     from ..store.lock import WriterLock
+    from ..store.pg_schema import is_postgres_url
 
-    root = Path(db)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create a store at {root}: {exc.strerror or exc}") from None
-    with WriterLock(root):  # refuse a second writer before spending time on loading the model
+    guard: Any = contextlib.nullcontext()  # PostgreSQL takes many writers at once
+    if not is_postgres_url(db):
+        root = Path(db)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create a store at {root}: {exc.strerror or exc}") from None
+        guard = WriterLock(root)  # refuse a second writer before spending time on loading the model
+    with guard:
         model = _model_for(db, ctx, model_kw)
-        store = Store.open(db, model)
-        report = store.add(list(paths), batch_size=batch_size, show_progress=not quiet, text_unit=text_unit,
-                           pairs=pairs, commit_every=commit_every,
-                           build_ann=True if build_ann else False if no_ann else None)
+        with Store.open(db, model) as store:
+            report = store.add(list(paths), batch_size=batch_size, show_progress=not quiet, text_unit=text_unit,
+                               pairs=pairs, commit_every=commit_every,
+                               build_ann=True if build_ann else False if no_ann else None)
     click.echo(str(report))
 
 
 @click.command()
-@click.option("--db", required=True, type=click.Path(exists=True, file_okay=False), help="Store directory.")
+@click.option("--db", required=True, help="Store directory, or a PostgreSQL URL postgresql://...[#table].")
 @click.option("--text", "-t", default=None, help="Text query (or, with --image, the modification text).")
 @click.option("--image", "-i", default=None, type=click.Path(), help="Image query (with --text: composed query).")
 @click.option("-k", "k", default=10, show_default=True, help="Number of results.")
 @click.option("--where", default=None,
-              help="SQL filter, e.g. \"kind = 'image'\" or \"json_get_string(metadata, 'split') = 'test'\".")
+              help="SQL filter, e.g. \"kind = 'image'\" or \"json_get_string(metadata, 'split') = 'test'\" "
+                   "(PostgreSQL: \"metadata->>'split' = 'test'\").")
 @click.option("--filter", "filter_json", default=None, metavar="JSON",
               help="Structured metadata filter, e.g. '{\"source\": \"web\", \"year\": {\"$gte\": 2020}}' "
                    "(docs/store.md#filters).")
@@ -128,11 +150,14 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
                    "[default: 5% of the partitions, at least 20]")
 @click.option("--refine-factor", type=click.IntRange(min=1), default=None,
               help="ANN: re-rank refine-factor x k candidates with the full vectors.  [default: 20]")
+@click.option("--ef-search", type=click.IntRange(min=1, max=1000), default=None,
+              help="PostgreSQL ANN: HNSW candidate list size.  [default: refine-factor x k, at least 40]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with the ranked results).")
 @model_options
 @click.pass_context
 @friendly_errors
-def search(ctx, db, text, image, k, where, filter_json, kind, exact, nprobes, refine_factor, as_json, **model_kw) -> None:
+def search(ctx, db, text, image, k, where, filter_json, kind, exact, nprobes, refine_factor, ef_search, as_json,
+           **model_kw) -> None:
     """Search the store at --db by text, by image, or by image + modification text."""
     from ..store import Store
 
@@ -147,7 +172,8 @@ def search(ctx, db, text, image, k, where, filter_json, kind, exact, nprobes, re
     query: Any = text if image is None else Path(image) if text is None else {"image": Path(image), "text": text}
     model = _model_for(db, ctx, model_kw)
     store = Store.open(db, model, create=False)
-    tuning = {name: value for name, value in (("nprobes", nprobes), ("refine_factor", refine_factor)) if value}
+    tuning = {name: value for name, value in (("nprobes", nprobes), ("refine_factor", refine_factor),
+                                              ("ef_search", ef_search)) if value}
     try:
         hits = store.search(query, k=k, where=where, filter=structured, kind=kind, exact=exact or None, **tuning)
     except ValueError as exc:  # FilterError: a malformed --where / --filter

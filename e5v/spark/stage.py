@@ -43,7 +43,7 @@ class E5VEmbeddings(Transformer, DefaultParamsReadable, DefaultParamsWritable):
 
     model = Param(Params._dummy(), "model", "model directory or Hugging Face id, readable on every executor",
                   TypeConverters.toString)
-    backend = Param(Params._dummy(), "backend", "'torch' or 'openvino'; empty detects an OpenVINO export",
+    backend = Param(Params._dummy(), "backend", "'torch', 'openvino' or 'auto'; empty is E5V_BACKEND or 'auto' (the route table)",
                     TypeConverters.toString)
     inputCol = Param(Params._dummy(), "inputCol", "one input column: string (text), binary (encoded image) "
                      "or image-source struct", TypeConverters.toString)

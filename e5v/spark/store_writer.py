@@ -1,7 +1,10 @@
 """Write ``E5VEmbeddings`` results into e5v's vector store (``e5v.store.Store``).
 
-The store is a local directory with a single writer, so rows stream to the driver partition by partition
+A LanceDB store is a local directory with a single writer, so rows stream to the driver partition by partition
 (``toLocalIterator``: never the whole result at once) and are committed in batches by ``Store.add_vectors``.
+A PostgreSQL store (``postgresql://...``) takes many writers: each partition is written by its executor
+over one connection of its own (batched binary ``COPY``), and only a small report per partition comes back.
+Rows are keyed by content hash there, so a killed job, a retried task or a rerun stores every row once.
 The embedding config recorded in the store comes from a Python worker (``model.embedding_config()`` of the
 stage's model, which that worker has cached anyway), so the driver never loads the weights. Content hashes
 match ``e5v index``'s for the same bytes/text, so re-running, or indexing the same files with the CLI, adds
@@ -21,7 +24,8 @@ def write_store(df: DataFrame, db: str, stage: Any, *, metadata_cols: Sequence[s
 
     Args:
         df: the transformed DataFrame (input columns, ``outputCol``, ``errorCol``).
-        db: store directory (created if missing; refused if made with another embedding config).
+        db: store directory, or ``postgresql://...[#table]`` (executors write directly); created if missing,
+            refused if made with another embedding config.
         stage: the ``E5VEmbeddings`` that produced ``df`` (its params define the embedding config).
         metadata_cols: columns stored as the items' metadata (JSON-able values).
     Returns:
@@ -39,11 +43,41 @@ def write_store(df: DataFrame, db: str, stage: Any, *, metadata_cols: Sequence[s
     # binaryFile DataFrames carry the file's location in ``path``: record it for image items
     path_col = "path" if "path" in df.columns and any(role == "image" for role, _ in roles) else None
     config = embedding_config_from_worker(df, stage)
-    store = Store.open(db, config=config)
+    store = Store.open(db, config=config)  # created (or checked) once, before any executor writes
     columns = list(dict.fromkeys([name for _, name in roles] + [out, err, *metadata_cols] + ([path_col] if path_col else [])))
-    rows = (_to_store_row(row.asDict(), roles, out, err, path_col, metadata_cols)
-            for row in df.select(*columns).toLocalIterator())
+    selected = df.select(*columns)
+    if store.backend == "postgresql":
+        store.close()
+        return _write_from_executors(selected, db, config, roles, out, err, path_col, metadata_cols, commit_every)
+    rows = (_to_store_row(row.asDict(), roles, out, err, path_col, metadata_cols) for row in selected.toLocalIterator())
     return store.add_vectors((r for r in rows if r is not None), commit_every=commit_every)
+
+
+def _write_from_executors(selected: DataFrame, db: str, config: dict, roles: list, out: str, err: str,
+                          path_col: str | None, metadata_cols: Sequence[str], commit_every: int) -> Any:
+    """Each partition adds its rows to the PostgreSQL store itself; returns the merged ``AddReport``."""
+    from ..store import AddReport
+
+    def write_partition(rows: Any) -> Any:
+        from ..store import Store
+
+        with Store.open(db, config=config, create=False) as store:
+            converted = (_to_store_row(row.asDict(), roles, out, err, path_col, metadata_cols) for row in rows)
+            report = store.add_vectors((r for r in converted if r is not None), commit_every=commit_every)
+        yield {"added": report.added, "skipped": report.skipped_existing, "failed": report.failed,
+               "seconds": report.seconds}
+
+    merged = AddReport()
+    for part in selected.rdd.mapPartitions(write_partition).collect():
+        merged.added += part["added"]
+        merged.skipped_existing += part["skipped"]
+        merged.failed += [tuple(f) for f in part["failed"]]  # (source, reason): as the driver path keeps them
+        merged.seconds = max(merged.seconds, part["seconds"])
+    from ..store import Store
+
+    with Store.open(db, config=config, create=False) as store:
+        merged.total_rows = len(store)
+    return merged
 
 
 def embedding_config_from_worker(df: DataFrame, stage: Any) -> dict:

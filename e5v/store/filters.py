@@ -10,8 +10,10 @@ clauses it is combined with. The server therefore takes this shape (raw SQL only
     {"$or": [{"source": "web"}, {"source": "scan"}]}    any of; {"$and": [...]} all of
     several keys in one object: all of them
 
-Values are strings, numbers or booleans; keys are metadata keys (any text up to MAX_KEY_CHARS). The
-compiled SQL only ever calls ``json_get_string/float/bool(metadata, '<key>')`` with quoted literals.
+Values are strings, numbers or booleans; keys are metadata keys (any text up to MAX_KEY_CHARS). One parser,
+two renderings: for LanceDB (``compile_filter``) the SQL only ever calls ``json_get_string(metadata, '<key>')``
+(and ``try_cast`` for numbers) with quoted literals; for PostgreSQL (``compile_filter_pg``) every key and value is a bound
+parameter and a value of another JSON type never matches (nor errors) instead of being cast.
 """
 
 from __future__ import annotations
@@ -31,13 +33,60 @@ class FilterError(ValueError):
     """A structured filter is malformed; the message names the offending part."""
 
 
+class _LanceSQL:
+    """DataFusion SQL over LanceDB's JSON column: literals quoted inline.
+
+    Numbers and booleans are read as text then converted leniently (``try_cast``, ``'true'``/``'false'``):
+    LanceDB's ``json_get_float`` / ``json_get_bool`` fail the whole query when any row holds a string under
+    the key, so a filter on a mixed-type key would otherwise be an error. Text-typed numbers ("1990") and
+    booleans ("true") therefore match here; the PostgreSQL rendering compares JSON types strictly.
+    """
+
+    def getter(self, kind: str, key: str) -> str:
+        text = f"json_get_string(metadata, {_quote(key)})"
+        return f"try_cast({text} AS DOUBLE)" if kind == "number" else text
+
+    def literal(self, value: Any, where: str) -> str:
+        if isinstance(value, bool):
+            return "'true'" if value else "'false'"
+        if isinstance(value, (int, float)):
+            return repr(float(value))
+        return _quote(value)
+
+
+class _PostgresSQL:
+    """PostgreSQL over a ``jsonb`` column: keys and values are ``%s`` parameters collected in ``params``."""
+
+    CASTS = {"str": ("string", "text"), "number": ("number", "float8"), "bool": ("boolean", "boolean")}
+
+    def __init__(self) -> None:
+        self.params: list[Any] = []
+
+    def getter(self, kind: str, key: str) -> str:
+        _check_text(key)
+        json_type, cast = self.CASTS[kind]
+        self.params += [key, key]  # CASE guards the cast: a value of another type is NULL, never an error
+        return f"(CASE WHEN jsonb_typeof(metadata -> %s) = '{json_type}' THEN (metadata ->> %s)::{cast} END)"
+
+    def literal(self, value: Any, where: str) -> str:
+        if isinstance(value, str):
+            _check_text(value)
+        self.params.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value)
+        return "%s"
+
+
 def compile_filter(spec: Any) -> str:
-    """The SQL for a structured filter (see the module docstring); raises FilterError."""
-    counter = [0]
-    return _compile(spec, "filter", 0, counter)
+    """The LanceDB SQL for a structured filter (see the module docstring); raises FilterError."""
+    return _compile(spec, "filter", 0, [0], _LanceSQL())
 
 
-def _compile(spec: Any, where: str, depth: int, counter: list[int]) -> str:
+def compile_filter_pg(spec: Any) -> tuple[str, list[Any]]:
+    """The PostgreSQL SQL (``%s`` placeholders) and its parameters for a structured filter; raises FilterError."""
+    dialect = _PostgresSQL()
+    return _compile(spec, "filter", 0, [0], dialect), dialect.params
+
+
+def _compile(spec: Any, where: str, depth: int, counter: list[int], dialect: Any) -> str:
     if not isinstance(spec, dict) or not spec:
         raise FilterError(f"{where} must be a non-empty object of metadata conditions")
     if depth > MAX_DEPTH:
@@ -47,16 +96,17 @@ def _compile(spec: Any, where: str, depth: int, counter: list[int]) -> str:
         if key in ("$and", "$or"):
             if not isinstance(condition, list) or not condition:
                 raise FilterError(f"{where}.{key} must be a non-empty list of filters")
-            parts = [_compile(c, f"{where}.{key}[{i}]", depth + 1, counter) for i, c in enumerate(condition)]
+            parts = [_compile(c, f"{where}.{key}[{i}]", depth + 1, counter, dialect)
+                     for i, c in enumerate(condition)]
             clauses.append("(" + (" AND " if key == "$and" else " OR ").join(parts) + ")")
         elif key.startswith("$"):
             raise FilterError(f"{where}: unknown operator {key!r} at the top level; use $and / $or")
         else:
-            clauses.append(_condition(key, condition, f"{where}.{key}", counter))
+            clauses.append(_condition(key, condition, f"{where}.{key}", counter, dialect))
     return "(" + " AND ".join(clauses) + ")"
 
 
-def _condition(key: str, condition: Any, where: str, counter: list[int]) -> str:
+def _condition(key: str, condition: Any, where: str, counter: list[int], dialect: Any) -> str:
     if not key or len(key) > MAX_KEY_CHARS:
         raise FilterError(f"{where}: metadata keys must be 1 to {MAX_KEY_CHARS} characters")
     ops = condition if isinstance(condition, dict) else {"$eq": condition}
@@ -74,13 +124,15 @@ def _condition(key: str, condition: Any, where: str, counter: list[int]) -> str:
             if len(kinds) > 1:
                 raise FilterError(f"{where}.$in values must all be of one type (strings, numbers or booleans)")
             kind = kinds.pop()
-            listed = ", ".join(_literal(v, where) for v in value)
-            clauses.append(f"{_getter(kind, key)} IN ({listed})")
+            getter = dialect.getter(kind, key)
+            listed = ", ".join(dialect.literal(v, where) for v in value)
+            clauses.append(f"{getter} IN ({listed})")
         elif op in OPERATORS:
             kind = _kind(value, where)
             if kind == "bool" and op not in ("$eq", "$ne"):
                 raise FilterError(f"{where}.{op}: booleans only compare with $eq / $ne")
-            clauses.append(f"{_getter(kind, key)} {OPERATORS[op]} {_literal(value, where)}")
+            getter = dialect.getter(kind, key)
+            clauses.append(f"{getter} {OPERATORS[op]} {dialect.literal(value, where)}")
         else:
             raise FilterError(f"{where}: unknown operator {op!r}; use one of {sorted([*OPERATORS, '$in'])}")
     return " AND ".join(clauses)
@@ -100,23 +152,14 @@ def _kind(value: Any, where: str) -> str:
     raise FilterError(f"{where}: values must be strings, numbers or booleans, not {type(value).__name__}")
 
 
-def _getter(kind: str, key: str) -> str:
-    function = {"str": "json_get_string", "number": "json_get_float", "bool": "json_get_bool"}[kind]
-    return f"{function}(metadata, {_quote(key)})"
-
-
-def _literal(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(float(value))
-    return _quote(value)
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise FilterError("strings must not contain NUL characters")
 
 
 def _quote(text: str) -> str:
     """A SQL string literal: single quotes doubled (no backslash escapes in DataFusion's SQL)."""
-    if "\x00" in text:
-        raise FilterError("strings must not contain NUL characters")
+    _check_text(text)
     return "'" + text.replace("'", "''") + "'"
 
 

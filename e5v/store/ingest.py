@@ -95,6 +95,28 @@ def chunk_rows(chunk: list[Record], result: Any, report: AddReport) -> list[dict
     return rows
 
 
+def commit_vector_rows(rows: Iterable[Any], dim: int, existing: Any, commit: Callable[[list[dict]], int],
+                       commit_every: int, report: AddReport) -> None:
+    """``add_vectors`` for both stores: check each row (bad ones reported), skip hashes in ``existing`` (and
+    remember new ones), and hand table rows to ``commit`` ``commit_every`` at a time."""
+    pending: list[dict] = []
+    for n, row in enumerate(rows):
+        problem = check_row(row, dim)
+        if problem:
+            report.failed.append((str(row.get("path") or f"row {n}") if isinstance(row, dict) else f"row {n}", problem))
+            continue
+        if row["hash"] in existing:
+            report.skipped_existing += 1
+            continue
+        existing.add(row["hash"])
+        pending.append(table_row(row["hash"], row["kind"], row.get("path"), row.get("text"), row.get("metadata"),
+                                 np.asarray(row["vector"], dtype=np.float32), datetime.now(timezone.utc)))
+        if len(pending) >= max(1, commit_every):
+            commit(pending)
+            pending = []
+    commit(pending)
+
+
 def check_row(row: Any, dim: int) -> str | None:
     """Why an ``add_vectors`` row cannot be stored, or None."""
     if not isinstance(row, dict):

@@ -17,11 +17,12 @@ in the same atomic commit that creates the table and can never disagree with the
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+from ..errors import ConfigMismatchError, E5VError
 
-from ..errors import ConfigMismatchError
+if TYPE_CHECKING:  # pyarrow is the LanceDB store's; the PostgreSQL store imports this module without it
+    import pyarrow as pa
 
 TABLE = "items"
 CONFIG_KEY = b"e5v.config"
@@ -33,6 +34,8 @@ IGNORED_KEYS = ("e5v_version",)
 
 def make_schema(dim: int, config: dict[str, Any]) -> pa.Schema:
     """The table schema for ``dim``-dimensional vectors made under ``config``."""
+    import pyarrow as pa
+
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
@@ -69,6 +72,7 @@ def check_config(stored: dict[str, Any], current: dict[str, Any], where: str) ->
 def to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows (dicts with the schema's columns; metadata as a dict, vector as float32 array) -> Arrow table."""
     import numpy as np
+    import pyarrow as pa
 
     dim = schema.field("vector").type.list_size
     vectors = np.stack([r["vector"] for r in rows]).astype(np.float32, copy=False) if rows else \
@@ -85,3 +89,12 @@ def to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
     }
     return pa.table(columns, schema=schema)
+
+
+def model_config(model: Any) -> dict:
+    """The model's embedding config, refused for multi-vector poolings (a store row holds one vector)."""
+    config = model.embedding_config()
+    if getattr(getattr(model, "pooler", None), "multi_vector", False):
+        raise E5VError("a store holds one vector per item; load the model with a single-vector pooling "
+                       "(not 'tokens')")
+    return config

@@ -50,6 +50,22 @@ def search_lance(table: Any, vector: np.ndarray, k: int, filters: list[str], use
     return [result(r, 1.0 - float(r["_distance"])) for r in builder.to_arrow().to_pylist()]
 
 
+def query_vector(model: Any, dim: int, query: Any) -> np.ndarray:
+    """The query as a vector: a given one checked (dims, finite, non-zero), anything else embedded by ``model``."""
+    from ..errors import StoreError
+
+    if isinstance(query, np.ndarray) or (isinstance(query, list) and query and isinstance(query[0], float)):
+        vec = np.asarray(query, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != dim:
+            raise ValueError(f"query vector has {vec.shape[0]} dims, the store holds {dim}-dim vectors")
+        if not np.isfinite(vec).all() or not np.linalg.norm(vec) > 0:
+            raise ValueError("query vector must be finite and non-zero")
+        return vec
+    if model is None:
+        raise StoreError("this store was opened without a model: only vector queries are possible")
+    return model.encode_with_details([query], raise_on_error=True).vectors[0]
+
+
 def result(row: dict, score: float) -> dict:
     return {"id": row["id"], "score": score, "path": row["path"], "kind": row["kind"], "text": row["text"],
             "metadata": as_json(row["metadata"])}

@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigMismatchError, E5VError, StoreError, require
+from ..errors import ConfigMismatchError, StoreError, require
 from ..items import KINDS
 from . import ann, exact as exact_search
 from .filters import check_raw_where, compile_filter
 from .lock import LOCK_NAME, WriterLock
-from .ingest import AddReport, check_row, embed_and_commit, table_row
-from .schema import TABLE, check_config, make_schema, stored_config, to_arrow
-from .search import as_json, search_in_memory, search_lance
+from .pg_schema import is_postgres_url
+from .ingest import AddReport, commit_vector_rows, embed_and_commit
+from .schema import TABLE, check_config, make_schema, model_config, stored_config, to_arrow
+from .search import as_json, query_vector, search_in_memory, search_lance
 from .walk import discover
 
 #: Rows per commit unless told otherwise: small enough that a kill loses little work, large enough
@@ -41,6 +41,8 @@ DEFAULT_COMMIT_EVERY = 64
 
 class Store:
     """A directory of embedded items searchable by text, image, image+text or vector. Use ``Store.open``."""
+
+    backend = "lancedb"
 
     def __init__(self, root: Path, table: Any, model: Any, config: dict):
         self.root = root
@@ -55,19 +57,26 @@ class Store:
     # ----------------------------------------------------------------- opening
     @classmethod
     def open(cls, db_dir: str | os.PathLike, model: Any = None, *, create: bool = True,
-             config: dict | None = None) -> "Store":
+             config: dict | None = None) -> Any:
         """Open the store in ``db_dir`` (created if missing and ``create``) for ``model``.
+
+        A ``postgresql://...[#table]`` address opens the PostgreSQL + pgvector store instead (``PgStore``:
+        the same methods, many concurrent writers; see ``e5v.store.postgres``).
 
         Raises ConfigMismatchError if the store was built with another embedding config, StoreError if the
         directory is not an e5v store, is corrupted, or cannot be created. ``model=None`` opens for
         vector-only search (no config check, no ``add``); with ``config`` (an ``E5V.embedding_config()``
         computed elsewhere, e.g. on a Spark worker) it is checked/created like a model's, for ``add_vectors``.
         """
+        if is_postgres_url(db_dir):
+            from .postgres import PgStore
+
+            return PgStore.open(str(db_dir), model, create=create, config=config)
         lancedb = require("lancedb", "store")
         root = Path(db_dir).expanduser()
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root} is a file, not a store directory")
-        config = _model_config(model) if model is not None else config
+        config = model_config(model) if model is not None else config
         _remove_uncommitted_creation(root)
         if (root / f"{TABLE}.lance").exists():
             try:
@@ -161,26 +170,10 @@ class Store:
             raise StoreError(f"the store at {self.root} is read-only; cannot add items")
         start = time.perf_counter()
         report = AddReport()
-        pending: list[dict] = []
         with WriterLock(self.root):
             self._table.checkout_latest()
-            existing = self._existing_hashes()
-            for n, row in enumerate(rows):
-                problem = check_row(row, self.dim)
-                if problem:
-                    report.failed.append((str(row.get("path") or f"row {n}") if isinstance(row, dict) else f"row {n}",
-                                          problem))
-                    continue
-                if row["hash"] in existing:
-                    report.skipped_existing += 1
-                    continue
-                existing.add(row["hash"])
-                pending.append(table_row(row["hash"], row["kind"], row.get("path"), row.get("text"), row.get("metadata"),
-                                    np.asarray(row["vector"], dtype=np.float32), datetime.now(timezone.utc)))
-                if len(pending) >= max(1, commit_every):
-                    self._commit(pending, report)
-                    pending = []
-            self._commit(pending, report)
+            commit_vector_rows(rows, self.dim, self._existing_hashes(), lambda batch: self._commit(batch, report),
+                               commit_every, report)
             report.total_rows = self._table.count_rows()
         report.seconds = time.perf_counter() - start
         return report
@@ -201,8 +194,8 @@ class Store:
 
     # ----------------------------------------------------------------- searching
     def search(self, query: Any, k: int = 10, where: str | None = None, kind: str | None = None, *,
-               filter: dict | None = None, exact: bool | None = None, nprobes: int | None = None, refine_factor: int = ann.REFINE_FACTOR
-               ) -> list[dict]:
+               filter: dict | None = None, exact: bool | None = None, nprobes: int | None = None,
+               refine_factor: int = ann.REFINE_FACTOR, ef_search: int | None = None) -> list[dict]:
         """Top-``k`` items by cosine similarity to ``query``.
 
         Args:
@@ -219,6 +212,7 @@ class Store:
             nprobes / refine_factor: ANN only: partitions probed (default ``ann.default_nprobes(len(store))``:
                 5% of them, at least 20), and re-ranking of refine_factor x k
                 candidates with the full vectors (the scores returned are exact cosines either way).
+            ef_search: the PostgreSQL store's HNSW setting; refused here.
         Returns:
             dicts with id, score (cosine), path, kind, text, metadata; best first.
         """
@@ -226,7 +220,9 @@ class Store:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if k < 1:
             raise ValueError("k must be >= 1")
-        vector = self._query_vector(query)
+        if ef_search is not None:
+            raise ValueError("ef_search tunes a PostgreSQL store's HNSW index; LanceDB's IVF index takes nprobes")
+        vector = query_vector(self.model, self.dim, query)
         self._table.checkout_latest()
         filters = [check_raw_where(where)] if where else []
         if filter is not None:
@@ -244,18 +240,6 @@ class Store:
             if where:
                 raise StoreError(f"search failed (check the filter {where!r}): {exc}") from None
             raise StoreError(f"search failed on the store at {self.root}: {exc}") from None
-
-    def _query_vector(self, query: Any) -> np.ndarray:
-        if isinstance(query, np.ndarray) or (isinstance(query, list) and query and isinstance(query[0], float)):
-            vec = np.asarray(query, dtype=np.float32).reshape(-1)
-            if vec.shape[0] != self.dim:
-                raise ValueError(f"query vector has {vec.shape[0]} dims, the store holds {self.dim}-dim vectors")
-            if not np.isfinite(vec).all() or not np.linalg.norm(vec) > 0:
-                raise ValueError("query vector must be finite and non-zero")
-            return vec
-        if self.model is None:
-            raise StoreError("this store was opened without a model: only vector queries are possible")
-        return self.model.encode_with_details([query], raise_on_error=True).vectors[0]
 
     def get(self, item_id: str) -> dict | None:
         """One stored item by id (id, path, kind, text, metadata, vector), or None if absent.
@@ -291,6 +275,15 @@ class Store:
     def has_ann(self) -> bool:
         return ann.has_ann(self._table)
 
+    def close(self) -> None:
+        """Nothing to release (LanceDB holds no connection); here so both store kinds close alike."""
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r}, rows={len(self)}, model={self.config.get('model')!r}, dim={self.dim})"
 
@@ -312,15 +305,15 @@ def _remove_uncommitted_creation(root: Path) -> None:
             shutil.rmtree(table_dir)
 
 
-def _model_config(model: Any) -> dict:
-    config = model.embedding_config()
-    if getattr(getattr(model, "pooler", None), "multi_vector", False):
-        raise E5VError("a store holds one vector per item; load the model with a single-vector pooling "
-                       "(not 'tokens')")
-    return config
-
-
-
+def store_exists(db: str | os.PathLike) -> bool:
+    """Whether ``db`` (a directory or a ``postgresql://`` URL) already holds an e5v store."""
+    if is_postgres_url(db):
+        try:
+            Store.open(str(db), None, create=False).close()
+            return True
+        except StoreError:
+            return False
+    return (Path(db).expanduser() / f"{TABLE}.lance").exists()
 
 
 __all__ = ["Store", "AddReport", "ConfigMismatchError", "StoreError"]
