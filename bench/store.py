@@ -226,8 +226,7 @@ def run(regime: str, n: int, args, workdir: Path) -> list[dict]:
         del table, db
         shutil.rmtree(workdir / "db", ignore_errors=True)  # the LanceDB copy's disk (16 GB at 1M) before PostgreSQL's
 
-        rows += [dict(r, backend="pgvector") for r in run_pg(regime, n, args, data, qs, truth, nq_exact, timed, pct,
-                                                              recall, D, K)]
+        rows += run_pg(regime, n, args, data, qs, truth, nq_exact, timed, pct, recall, D, K)
     return rows
 
 
@@ -264,7 +263,11 @@ def main() -> None:
     p.add_argument("--pgvector", action="store_true",
                    help="also run e5v's PostgreSQL + pgvector store on the same vectors (bench/store_pg.py)")
     p.add_argument("--pg-refine", type=int, nargs="+", default=[10, ann.REFINE_FACTOR, 40],
-                   help="pgvector: candidates = refine x k from the HNSW index, re-ranked exactly")
+                   help="pgvector HNSW: candidates = refine x k from the index, re-ranked exactly")
+    p.add_argument("--pg-index", nargs="+", choices=["ivfflat", "hnsw"], default=["ivfflat", "hnsw"],
+                   help="pgvector: the ANN index kinds to build and query, in this order")
+    p.add_argument("--pg-probes", type=int, nargs="+", default=[0],
+                   help="pgvector IVFFlat: lists probed (0: the store's default)")
     p.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir, removed)")
     p.add_argument("--out", default=None, help="append the markdown table to this file")
     args = p.parse_args()

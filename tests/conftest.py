@@ -121,4 +121,7 @@ def pg_db(pg_url, request) -> str:
     """A store address in the session's PostgreSQL with a table of its own for this test."""
     import re
 
-    return f"{pg_url}#t_{re.sub(r'[^a-z0-9]+', '_', request.node.name.lower())[:40]}"
+    import hashlib
+
+    name = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:36]
+    return f"{pg_url}#t_{name}_{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"  # params apart

@@ -100,8 +100,11 @@ def test_cli_search_documents_the_ann_defaults():
 
     from e5v.cli import cli
 
-    out = CliRunner().invoke(cli, ["search", "--help"]).output
-    assert f"at least {ann.MIN_NPROBES}]" in out and f"[default: {ann.REFINE_FACTOR}]" in out
+    from e5v.store import pg_ann
+
+    out = " ".join(CliRunner().invoke(cli, ["search", "--help"]).output.split())  # help lines are wrapped
+    assert f"at least {ann.MIN_NPROBES};" in out and f"[default: {ann.REFINE_FACTOR}]" in out
+    assert f"PostgreSQL sqrt(lists), >= {pg_ann.MIN_PROBES}]" in out
 
 
 def test_in_memory_exact_search_equals_lancedb_flat_scan(indexed, clustered):

@@ -155,22 +155,42 @@ def test_concurrent_writers_store_each_item_once(pg_db, model):
     assert hits[0]["text"] == "t7" and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_hnsw_on_binary_codes_finds_the_exact_neighbours(pg_db, model):
-    """The ANN path at E5-V's 4,096 dims (over pgvector's 2,000/4,000-dim HNSW limits for vector/halfvec):
-    clustered vectors, recall@10 of the HNSW on binary codes + exact re-rank against exact search."""
-    rng = np.random.default_rng(1)
+def _clustered_store(pg_db, model, n_clusters: int = 30, per_cluster: int = 100, seed: int = 1):
+    """A store of clustered 4,096-d vectors (like real embeddings, as tests/test_store_ann.py) and 20 queries."""
+    rng = np.random.default_rng(seed)
     dim = 4096
     unit = lambda x: (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)  # noqa: E731
-    centres = unit(rng.standard_normal((30, dim)))  # clustered like real embeddings (as tests/test_store_ann.py)
-    members = unit(centres[np.repeat(np.arange(30), 100)] + rng.standard_normal((3000, dim)) / np.sqrt(dim))
+    centres = unit(rng.standard_normal((n_clusters, dim)))
+    n = n_clusters * per_cluster
+    members = unit(centres[np.repeat(np.arange(n_clusters), per_cluster)] + rng.standard_normal((n, dim)) / np.sqrt(dim))
     store = Store.open(pg_db, config=dict(model.embedding_config(), dim=dim))
     store.add_vectors([{"vector": v, "kind": "image" if i % 3 else "text", "hash": content_hash("text", text=str(i)),
                         "metadata": {"n": i}} for i, v in enumerate(members)])
-    queries = unit(centres[rng.integers(0, 30, 20)] + rng.standard_normal((20, dim)) / np.sqrt(dim))
+    queries = unit(centres[rng.integers(0, n_clusters, 20)] + rng.standard_normal((20, dim)) / np.sqrt(dim))
+    return store, queries
+
+
+def _plan(store, query, index, **tuning) -> str:
+    """EXPLAIN of the search's own SQL under its own settings."""
+    sql, args, settings = store.query_plan(query, 10, None, "text", {"n": {"$lt": 300}}, index, 20, **tuning)
+    with store._session() as conn, conn.transaction():
+        for name, value in settings.items():
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+        return "\n".join(line[0] for line in conn.execute("EXPLAIN " + sql, args).fetchall())
+
+
+@pytest.mark.parametrize("kind", ["ivfflat", "hnsw"])
+def test_ann_on_binary_codes_finds_the_exact_neighbours(pg_db, model, kind):
+    """The ANN path at E5-V's 4,096 dims (over pgvector's 2,000/4,000-dim limits for vector/halfvec): recall@10
+    of each index kind on binary codes + exact re-rank against exact search, filters filled, the index used."""
+    store, queries = _clustered_store(pg_db, model)
     exact = [[h["id"] for h in store.search(q, k=10)] for q in queries]
     assert not store.has_ann
-    params = store.build_ann()
-    assert store.has_ann and params["index_type"] == "HNSW" and store.build_ann() == params  # a no-op now
+    with pytest.raises(ValueError, match="has none"):
+        store.search(queries[0], nprobes=5)
+    params = store.build_ann(kind)
+    assert store.has_ann and store.ann_index.kind == kind and store.build_ann() == params  # a no-op now
+    assert params["index_type"] == {"ivfflat": "IVFFLAT", "hnsw": "HNSW"}[kind]
     approx = [[h["id"] for h in store.search(q, k=10)] for q in queries]
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.9, recall
@@ -179,14 +199,41 @@ def test_hnsw_on_binary_codes_finds_the_exact_neighbours(pg_db, model):
     assert [h["id"] for h in store.search(queries[0], k=10, exact=True)] == exact[0]
     few = store.search(queries[0], k=10, filter={"n": {"$lt": 300}}, kind="text")  # iterative scan fills k
     assert len(few) == 10 and all(h["metadata"]["n"] < 300 and h["kind"] == "text" for h in few)
-    with pytest.raises(ValueError, match="ef_search"):
-        store.search(queries[0], nprobes=5)
-    sql, args, settings = store.query_plan(queries[0], 10, None, "text", {"n": {"$lt": 300}}, True, 20, None)
-    with store._session() as conn, conn.transaction():  # the search's own SQL and settings use the index
-        for name, value in settings.items():
-            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-        plan = conn.execute("EXPLAIN " + sql, args).fetchall()
-    assert any("bq_hnsw" in line[0] for line in plan), plan
+    other = {"ivfflat": {"ef_search": 100}, "hnsw": {"nprobes": 5}}[kind]
+    with pytest.raises(ValueError, match=f"ANN index is {'IVFFlat' if kind == 'ivfflat' else 'HNSW'}"):
+        store.search(queries[0], **other)
+    assert f"{store.table}_bq_{kind}" in _plan(store, queries[0], store.ann_index)
+
+
+def test_ivfflat_probes_trade_recall_and_replacing_the_index_kind(pg_db, model):
+    """nprobes reaches ivfflat.probes (one list of many misses neighbours, all lists find them all); building
+    the other kind replaces the index, and an INVALID leftover of an interrupted build is dropped first."""
+    store, queries = _clustered_store(pg_db, model, n_clusters=60, per_cluster=200)  # 12,000 rows: 12 lists
+    exact = [[h["id"] for h in store.search(q, k=10)] for q in queries]
+    store.build_ann()
+    index = store.ann_index
+    assert (index.kind, index.lists) == ("ivfflat", 12)
+
+    def recall(reader=store, **tuning) -> float:
+        got = [[h["id"] for h in reader.search(q, k=10, **tuning)] for q in queries]
+        return float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(got, exact)]))
+
+    assert recall(nprobes=12) == 1.0 and recall() >= 0.95
+    settings = store.query_plan(queries[0], 10, None, None, None, index, 20, nprobes=3)[2]
+    assert settings["ivfflat.probes"] == "3" and settings["ivfflat.iterative_scan"] == "relaxed_order"
+    assert store.build_ann("hnsw")["index_type"] == "HNSW"
+    with store._session() as conn:  # the old index is gone, not kept beside the new one
+        names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (store.table,))}
+        assert f"{store.table}_bq_hnsw" in names and f"{store.table}_bq_ivfflat" not in names
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(%s)",
+                     (f"{store.table}_bq_hnsw",))  # what a build killed half-way leaves
+    other = Store.open(pg_db)  # a fresh reader (no cached index facts) sees no usable index: exact scans
+    assert not other.has_ann and [h["id"] for h in other.search(queries[0], k=10)] == exact[0]
+    assert other.build_ann()["index_type"] == "IVFFLAT"  # the invalid HNSW dropped; the default kind built
+    assert other.ann_index.kind == "ivfflat" and recall(other) >= 0.95
+    assert store.ann_index.kind == "hnsw" and recall() >= 0.95  # stale facts (for ANN_FACTS_TTL): still tuned
+    with pytest.raises(ValueError, match="kind must be one of"):
+        other.build_ann("diskann")
 
 
 def test_searches_go_on_while_another_writer_commits(pg_db, model):

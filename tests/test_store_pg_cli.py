@@ -60,6 +60,30 @@ def test_cli_index_then_search_reloads_the_model_from_the_store(tiny_model_path,
     assert missing.exit_code != 0 and "no store at" in missing.output
 
 
+def test_cli_chooses_the_postgres_ann_index_and_its_knob(tiny_model_path, tmp_path, pg_db):
+    data = _passages(tmp_path, 12)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["index", str(data), "--db", pg_db, "-m", str(tiny_model_path), "-q", "--build-ann",
+                              "--ann-index", "hnsw"])
+    assert out.exit_code == 0, out.output
+    with Store.open(pg_db) as store:
+        assert store.ann_index.kind == "hnsw"
+    search = ["search", "--db", pg_db, "--text", "passage number 3 about topic 3", "-k", "2", "--json"]
+    res = runner.invoke(cli, search + ["--ef-search", "80"])
+    assert res.exit_code == 0 and json.loads(res.output.splitlines()[-1])["results"][0]["text"].startswith(
+        "passage number 3 "), res.output
+    wrong = runner.invoke(cli, search + ["--nprobes", "4"])
+    assert wrong.exit_code == 2 and "this store's ANN index is HNSW" in wrong.output
+    assert runner.invoke(cli, ["index", str(data), "--db", pg_db, "-q", "--build-ann", "--ann-index",
+                               "ivfflat"]).exit_code == 0  # switches the kind: nothing new to add
+    res = runner.invoke(cli, search + ["--nprobes", "4"])
+    assert res.exit_code == 0 and json.loads(res.output.splitlines()[-1])["results"][0]["text"].startswith(
+        "passage number 3 "), res.output
+    lance = runner.invoke(cli, ["index", str(data), "--db", str(tmp_path / "lance"), "-m", str(tiny_model_path),
+                                "-q", "--ann-index", "hnsw"])
+    assert lance.exit_code == 2 and "--ann-index chooses a PostgreSQL store's index" in lance.output
+
+
 @pytest.mark.slow
 def test_sigkill_mid_index_then_rerun_leaves_every_row_once(tiny_model_path, tmp_path, pg_db):
     n = 300

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .common import friendly_errors, load_model, model_options
+from ..store import ann, pg_ann  # the ANN defaults the help text names (light: no lancedb, no psycopg)
 
 
 def _model_for(db: str, ctx: click.Context, model_kw: dict[str, Any]):
@@ -98,10 +99,13 @@ _FROM_PRETRAINED = ("backend", "device", "dtype", "image_mode", "lora", "pooling
               help="Manifest rows with image and text: one composed item, or an image item plus a text item.")
 @click.option("--build-ann", is_flag=True, help="Build (or rebuild) the ANN index after adding.")
 @click.option("--no-ann", is_flag=True, help="Never build an ANN index automatically.")
+@click.option("--ann-index", type=click.Choice(["ivfflat", "hnsw"]), default=None,
+              help="PostgreSQL stores: the ANN index to build (docs/store.md#ann-on-postgresql).  [default: ivfflat]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @friendly_errors
-def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann, no_ann, quiet, **model_kw) -> None:
+def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann, no_ann, ann_index, quiet,
+          **model_kw) -> None:
     """Embed PATHS (folders, files, CSV/JSONL manifests) into the store at --db.
 
     Images are found by content, not extension; text files give one passage per line (or per file);
@@ -116,6 +120,9 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
     from ..store.pg_schema import is_postgres_url
 
     guard: Any = contextlib.nullcontext()  # PostgreSQL takes many writers at once
+    extra = {"ann_kind": ann_index} if ann_index else {}
+    if ann_index and not is_postgres_url(db):
+        raise click.UsageError("--ann-index chooses a PostgreSQL store's index; a LanceDB store's is IVF_RQ")
     if not is_postgres_url(db):
         root = Path(db)
         try:
@@ -128,7 +135,7 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
         with Store.open(db, model) as store:
             report = store.add(list(paths), batch_size=batch_size, show_progress=not quiet, text_unit=text_unit,
                                pairs=pairs, commit_every=commit_every,
-                               build_ann=True if build_ann else False if no_ann else None)
+                               build_ann=True if build_ann else False if no_ann else None, **extra)
     click.echo(str(report))
 
 
@@ -146,12 +153,13 @@ def index(ctx, paths, db, batch_size, commit_every, text_unit, pairs, build_ann,
 @click.option("--kind", type=click.Choice(["image", "text", "composed"]), default=None, help="Only this kind.")
 @click.option("--exact", is_flag=True, help="Full scan even if the store has an ANN index.")
 @click.option("--nprobes", type=click.IntRange(min=1), default=None,
-              help="ANN: IVF partitions probed per query (more = better recall, slower).  "
-                   "[default: 5% of the partitions, at least 20]")
+              help="ANN: IVF partitions probed per query (more = better recall, slower); PostgreSQL: IVFFlat "
+                   f"lists.  [default: LanceDB 5% of the partitions, at least {ann.MIN_NPROBES}; PostgreSQL sqrt(lists), "
+                   f">= {pg_ann.MIN_PROBES}]")
 @click.option("--refine-factor", type=click.IntRange(min=1), default=None,
               help="ANN: re-rank refine-factor x k candidates with the full vectors.  [default: 20]")
 @click.option("--ef-search", type=click.IntRange(min=1, max=1000), default=None,
-              help="PostgreSQL ANN: HNSW candidate list size.  [default: refine-factor x k, at least 40]")
+              help="PostgreSQL HNSW index: candidate list size.  [default: refine-factor x k, at least 40]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with the ranked results).")
 @model_options
 @click.pass_context

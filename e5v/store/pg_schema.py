@@ -5,11 +5,8 @@ A store is addressed by a libpq URL, optionally naming its table after ``#``:
 
     e5v_stores          one row per store: name, dim, format, the embedding config (jsonb)
     <table>             id, hash (primary key), kind, path, text, metadata (jsonb), added_at, vector(dim)
-    <table>_bq_hnsw     optional HNSW index on binary_quantize(vector)::bit(dim) with Hamming distance
-
-Why binary quantisation: pgvector's HNSW indexes at most 2,000 dims for ``vector`` and 4,000 for ``halfvec``,
-and E5-V has 4,096. One bit per dimension fits (``bit`` indexes up to 64,000), and the candidates it finds are
-re-ranked by exact cosine on the full vectors, so the scores returned are exact either way.
+    <table>_bq_ivfflat  optional ANN index on binary_quantize(vector)::bit(dim), Hamming distance
+    <table>_bq_hnsw     (or this one instead; ``pg_ann`` explains both and why binary codes)
 
 The table and its config row are created in one transaction under an advisory lock, so concurrent writers
 (Spark executors) that all find no store create exactly one, and no store is ever visible without its config.
@@ -18,15 +15,16 @@ The table and its config row are created in one transaction under an advisory lo
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import StoreError, require
 
 DEFAULT_TABLE = "e5v_items"
 REGISTRY = "e5v_stores"
 FORMAT = "pg1"
 #: Table names are interpolated into SQL as identifiers, so they are held to a plain shape.
 TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
 
 
 def is_postgres_url(db: object) -> bool:
@@ -75,19 +73,78 @@ REGISTRY_DDL = f"""CREATE TABLE IF NOT EXISTS {REGISTRY} (
     created_at timestamptz NOT NULL DEFAULT now())"""
 
 
-def ann_index_name(table: str) -> str:
-    return f"{table}_bq_hnsw"
-
-
-def quantized(dim: int, operand: str = "vector") -> str:
-    """The indexed expression; a query must spell it the same way for the planner to use the index."""
-    return f"binary_quantize({operand})::bit({int(dim)})"
-
-
-def ann_index_ddl(table: str, dim: int) -> str:
-    return (f"CREATE INDEX CONCURRENTLY {ann_index_name(table)} ON {table} USING hnsw "
-            f"(({quantized(dim)}) bit_hamming_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
-
-
 COLUMNS = ("id", "hash", "kind", "path", "text", "metadata", "added_at", "vector")
 COPY_TYPES = ["text", "text", "text", "text", "text", "jsonb", "timestamptz", "vector"]
+
+
+MIN_PGVECTOR = (0, 7, 0)  # binary_quantize, and HNSW / IVFFlat over bit with Hamming distance
+
+
+def psycopg_module() -> Any:
+    return require("psycopg", "pgvector")
+
+
+def connect(url: str) -> Any:
+    psycopg = psycopg_module()
+    require("pgvector", "pgvector")
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="e5v")
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}") from None
+    try:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        pass  # the extension is not created yet: _ensure_pgvector creates it, the store's own connection registers
+    return conn
+
+
+def ensure_pgvector(conn: Any, where: str) -> tuple[int, ...]:
+    """pgvector must be installed (created here if the role may) and at least ``MIN_PGVECTOR``; its version."""
+    psycopg = psycopg_module()
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    if row is None:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            raise StoreError(f"{where}: the pgvector extension is not installed in this database and could not be "
+                             f"created ({str(exc).strip()}); run CREATE EXTENSION vector as its owner") from None
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    version = tuple(int(p) for p in row[0].split(".")[:3] if p.isdigit())
+    if version < MIN_PGVECTOR:
+        raise StoreError(f"{where}: pgvector {row[0]} is too old; e5v needs >= "
+                         f"{'.'.join(map(str, MIN_PGVECTOR))} (ALTER EXTENSION vector UPDATE)")
+    return version
+
+
+def registered(conn: Any, name: str) -> dict | None:
+    if conn.execute("SELECT to_regclass(%s)", (REGISTRY,)).fetchone()[0] is None:
+        return None
+    row = conn.execute(f"SELECT dim, format, config FROM {REGISTRY} WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        return None
+    if row[1] != FORMAT:
+        raise StoreError(f"the store {name!r} has format {row[1]!r}; this e5v reads {FORMAT!r}")
+    return {"dim": int(row[0]), "config": row[2]}
+
+
+def table_exists(conn: Any, name: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
+
+
+def create_store(conn: Any, name: str, config: dict) -> dict:
+    """Create the table and its registry row in one transaction, once even under concurrent creators."""
+    from psycopg.types.json import Jsonb
+
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('e5v: create a store'))")
+        stored = registered(conn, name)
+        if stored is not None:  # another writer created it while we waited
+            return stored
+        conn.execute(REGISTRY_DDL)
+        for statement in create_statements(name, int(config["dim"])):
+            conn.execute(statement)
+        conn.execute(f"INSERT INTO {REGISTRY} (name, dim, format, config) VALUES (%s, %s, %s, %s)",
+                     (name, int(config["dim"]), FORMAT, Jsonb(config)))
+    return {"dim": int(config["dim"]), "config": config}

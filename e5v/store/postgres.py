@@ -10,9 +10,9 @@ server adds:
   commit; a rerun skips what is stored. No lock file, so Spark executors write their partitions directly.
 - **Search while indexing** (MVCC): searches run in read-only transactions under a statement timeout, so
   even an owner's raw ``where`` cannot write or run forever.
-- **ANN for 4,096 dims**: HNSW on ``binary_quantize(vector)::bit(dim)`` (Hamming), candidates re-ranked by
-  exact cosine on the full vectors (``pg_schema`` explains why). Built concurrently, so writers and searches
-  go on meanwhile; PostgreSQL then maintains it on every insert.
+- **ANN for 4,096 dims**: IVFFlat (default) or HNSW on ``binary_quantize(vector)::bit(dim)`` (Hamming),
+  candidates re-ranked by exact cosine on the full vectors (``pg_ann`` explains why and which). Built
+  concurrently, so writers and searches go on meanwhile; PostgreSQL then maintains it on every insert.
 
 Needs the ``pgvector`` extra (``pip install "e5v[pgvector]"``) and pgvector >= 0.7 in the database.
 """
@@ -28,20 +28,21 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import StoreError, require
+from ..errors import StoreError
 from ..items import KINDS
-from . import ann, pg_schema as schema
+from . import ann, pg_ann, pg_schema as schema
 from .filters import check_raw_where, compile_filter_pg
 from .ingest import AddReport, commit_vector_rows, embed_and_commit
 from .schema import check_config, model_config
 from .search import query_vector
 from .walk import discover
 
-MIN_PGVECTOR = (0, 7, 0)  # binary_quantize and HNSW over bit with Hamming distance
-#: Server-side limits for one search (raw filters included) and for building the HNSW index.
+#: Server-side limits for one search (raw filters included) and for building the ANN index.
 SEARCH_TIMEOUT = os.environ.get("E5V_PG_SEARCH_TIMEOUT", "60s")
 BUILD_MEMORY = os.environ.get("E5V_PG_BUILD_MEMORY", "1GB")
-MAX_EF_SEARCH = 1000  # pgvector's ceiling for hnsw.ef_search
+#: Seconds a search trusts what it last read of the table's ANN index (another process may build or switch
+#: one meanwhile; this store's own builds update it at once). Saves a catalog query per search.
+ANN_FACTS_TTL = 5.0
 
 
 class PgStore:
@@ -49,11 +50,14 @@ class PgStore:
 
     backend = "postgresql"
 
-    def __init__(self, url: str, table: str, model: Any, config: dict, dim: int, conn: Any = None):
+    def __init__(self, url: str, table: str, model: Any, config: dict, dim: int, conn: Any = None,
+                 pgvector: tuple[int, ...] = schema.MIN_PGVECTOR):
         self._url, self.table, self.model, self.config, self.dim = url, table, model, config, dim
+        self.pgvector = pgvector  # the server's pgvector version: which index settings it knows
         self.root = f"{schema.redact(url)}#{table}"  # what messages call this store (no password)
         self._lock = threading.Lock()  # one connection, used by one thread at a time (the server's threads)
-        self._conn = conn if conn is not None else _connect(url)
+        self._conn = conn if conn is not None else schema.connect(url)
+        self._ann_facts: tuple[float, pg_ann.AnnIndex | None] = (-ANN_FACTS_TTL, None)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -66,18 +70,18 @@ class PgStore:
         """
         url, name = schema.split_url(db, table)
         config = model_config(model) if model is not None else config
-        conn = _connect(url)
+        conn = schema.connect(url)
         where = f"{schema.redact(url)}#{name}"
         try:
-            _ensure_pgvector(conn, where)
-            stored = _registered(conn, name)
+            version = schema.ensure_pgvector(conn, where)
+            stored = schema.registered(conn, name)
             if stored is None:
-                if _table_exists(conn, name):
+                if schema.table_exists(conn, name):
                     raise StoreError(f"{where}: the table {name!r} exists but e5v did not create it; "
                                      "name another table after '#' in the URL")
                 if not create or config is None:
                     raise StoreError(f"no store at {where}; create one with `e5v index ... --db '{db}'` first")
-                stored = _create(conn, name, config)
+                stored = schema.create_store(conn, name, config)
             if config is not None:
                 check_config(stored["config"], config, where)
             from pgvector.psycopg import register_vector
@@ -86,14 +90,16 @@ class PgStore:
         except BaseException:
             conn.close()
             raise
-        return cls(url, name, model, stored["config"], stored["dim"], conn)
+        return cls(url, name, model, stored["config"], stored["dim"], conn, version)
 
     # ----------------------------------------------------------------- adding
     def add(self, sources: Any, batch_size: int = 32, show_progress: bool = True, *, text_unit: str = "line",
-            pairs: str = "composed", commit_every: int = 64, build_ann: bool | None = None) -> AddReport:
+            pairs: str = "composed", commit_every: int = 64, build_ann: bool | None = None,
+            ann_kind: str | None = None) -> AddReport:
         """Embed ``sources`` and store them (``Store.add``'s contract); content already stored is skipped.
 
         Other writers may add to the same store at the same time: an item both embed is stored once.
+        ``ann_kind`` is the index ``build_ann`` builds (``pg_ann.KINDS``; default: the table's, else IVFFlat).
         """
         if self.model is None:
             raise StoreError("this store was opened without a model; pass one to Store.open to add items")
@@ -104,7 +110,7 @@ class PgStore:
                                    batch_size, max(1, commit_every), show_progress, report)
         report.total_rows = len(self)
         if build_ann or (build_ann is None and report.total_rows >= ann.AUTO_ANN_ROWS and not self.has_ann):
-            self.build_ann()
+            self.build_ann(ann_kind)
             report.ann_built = True
         report.seconds = time.perf_counter() - start
         return report
@@ -164,31 +170,35 @@ class PgStore:
 
         ``where`` is raw PostgreSQL over the columns (e.g. ``metadata->>'split' = 'test'``), for the store's
         owner; ``filter`` is the structured form for everyone else. ANN: ``refine_factor * k`` candidates
-        from the HNSW index (``ef_search`` defaults to that many, at most 1000) re-ranked exactly.
+        from the index re-ranked exactly; an IVFFlat index scans ``nprobes`` lists (default
+        ``pg_ann.default_probes``), an HNSW index keeps ``ef_search`` candidates (default that many, at most
+        1000). The other index's knob is a ValueError.
         """
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if k < 1:
             raise ValueError("k must be >= 1")
-        if nprobes is not None:
-            raise ValueError("nprobes tunes LanceDB's IVF index; a PostgreSQL store's HNSW index takes ef_search")
+        index = None if exact else self.ann_index
+        if index is None and (nprobes is not None or ef_search is not None) and not exact:
+            raise ValueError(f"nprobes / ef_search tune an ANN index and {self.root} has none (build_ann())")
         vector = query_vector(self.model, self.dim, query)
-        sql, args, settings = self.query_plan(vector, k, where, kind, filter, not exact and self.has_ann,
-                                              refine_factor, ef_search)
+        sql, args, settings = self.query_plan(vector, k, where, kind, filter, index, refine_factor, nprobes,
+                                              ef_search)
         try:
             with self._session() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION READ ONLY")
                 for name, value in {"statement_timeout": SEARCH_TIMEOUT, **settings}.items():
                     conn.execute("SELECT set_config(%s, %s, true)", (name, value))
                 rows = conn.execute(sql, args).fetchall()
-        except _psycopg().Error as exc:
+        except schema.psycopg_module().Error as exc:
             what = f"check the filter {where!r}" if where else f"the store at {self.root}"
             raise StoreError(f"search failed ({what}): {str(exc).strip()}") from None
         return [{"id": r[0], "score": float(r[5]), "path": r[1], "kind": r[2], "text": r[3], "metadata": r[4] or {}}
                 for r in rows]
 
     def query_plan(self, vector: np.ndarray, k: int, where: str | None, kind: str | None, filter: dict | None,
-                   use_ann: bool, refine_factor: int, ef_search: int | None) -> tuple[str, list, dict[str, str]]:
+                   index: pg_ann.AnnIndex | None, refine_factor: int = ann.REFINE_FACTOR,
+                   nprobes: int | None = None, ef_search: int | None = None) -> tuple[str, list, dict[str, str]]:
         """The SQL of a search, its arguments, and the transaction-local settings it runs under."""
         clauses, params = [], []
         if where:
@@ -202,17 +212,14 @@ class PgStore:
             params.append(kind)
         where_sql = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         columns = "id, path, kind, text, metadata, 1 - (vector <=> %s) AS score"
-        if not use_ann:
+        if index is None:
             return (f"SELECT {columns} FROM {self.table} {where_sql} ORDER BY vector <=> %s LIMIT %s",
                     [vector, *params, vector, k], {})
         candidates = max(k, k * max(1, refine_factor))
         sql = (f"SELECT {columns} FROM (SELECT * FROM {self.table} {where_sql} "
-               f"ORDER BY {schema.quantized(self.dim)} <~> {schema.quantized(self.dim, '%s::vector')} LIMIT %s) c "
+               f"ORDER BY {pg_ann.quantized(self.dim)} <~> {pg_ann.quantized(self.dim, '%s::vector')} LIMIT %s) c "
                "ORDER BY vector <=> %s LIMIT %s")
-        # the index is what the caller chose (exact=True is the scan); on small tables the planner would
-        # sort every row's code instead, which is slower past a few thousand rows and not what was asked
-        settings = {"hnsw.ef_search": str(min(MAX_EF_SEARCH, max(40, ef_search or candidates))),
-                    "hnsw.iterative_scan": "relaxed_order", "enable_seqscan": "off"}
+        settings = pg_ann.search_settings(index, candidates, nprobes, ef_search, self.pgvector)
         return sql, [vector, *params, vector, candidates, vector, k], settings
 
     def get(self, item_id: str) -> dict | None:
@@ -228,32 +235,44 @@ class PgStore:
                 "vector": np.asarray(row[5].to_numpy(), dtype=np.float32)}
 
     # ----------------------------------------------------------------- index and facts
-    def build_ann(self) -> dict:
-        """Build the HNSW index (concurrently: writers and searches go on); a no-op when a valid one exists."""
-        index = schema.ann_index_name(self.table)
+    def build_ann(self, kind: str | None = None, *, rebuild: bool = False) -> dict:
+        """Make ``kind`` ("ivfflat" or "hnsw"; ``pg_ann``) the table's ANN index, concurrently (writers and
+        searches go on). ``kind`` None keeps the table's kind, else IVFFlat. A no-op when a valid one of that
+        kind exists, unless ``rebuild`` (IVFFlat after the table has grown several times over); an index of the
+        other kind is replaced.
+        """
+        if kind is not None:
+            pg_ann.check_kind(kind)
         with self._session() as conn:
-            valid = _index_valid(conn, index)
-            if valid is False:  # left INVALID by an interrupted concurrent build
-                conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
-            if not valid:
-                conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (BUILD_MEMORY,))
-                try:
-                    conn.execute(schema.ann_index_ddl(self.table, self.dim))
-                except _psycopg().Error as exc:
-                    raise StoreError(f"building the HNSW index on {self.root} failed: {str(exc).strip()}") from None
-                finally:
-                    conn.execute("RESET maintenance_work_mem")
-        return {"index_type": "HNSW", "quantization": "binary", "metric": "hamming, re-ranked by cosine",
-                "m": schema.HNSW_M, "ef_construction": schema.HNSW_EF_CONSTRUCTION, "dim": self.dim}
+            try:
+                built = pg_ann.build(conn, self.table, self.dim, kind, self._count(conn), BUILD_MEMORY, rebuild)
+            except schema.psycopg_module().Error as exc:
+                raise StoreError(f"building the {kind or 'ANN'} index on {self.root} failed: {str(exc).strip()}") from None
+            finally:
+                self._ann_facts = (-ANN_FACTS_TTL, None)
+        self._ann_facts = (time.monotonic(), built)
+        return pg_ann.describe(built, self.dim)
+
+    @property
+    def ann_index(self) -> pg_ann.AnnIndex | None:
+        """The table's valid ANN index (as read at most ``ANN_FACTS_TTL`` seconds ago), or None."""
+        seen, index = self._ann_facts
+        if time.monotonic() - seen >= ANN_FACTS_TTL:
+            with self._session() as conn:
+                index = pg_ann.current(conn, self.table)[0]
+            self._ann_facts = (time.monotonic(), index)
+        return index
 
     @property
     def has_ann(self) -> bool:
-        with self._session() as conn:
-            return bool(_index_valid(conn, schema.ann_index_name(self.table)))
+        return self.ann_index is not None
 
     def __len__(self) -> int:
         with self._session() as conn:
-            return int(conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+            return self._count(conn)
+
+    def _count(self, conn: Any) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -273,7 +292,7 @@ class PgStore:
         """The store's connection under its lock, reconnected once if the server dropped it."""
         with self._lock:
             if self._conn.closed or self._conn.broken:
-                self._conn = _connect(self._url)
+                self._conn = schema.connect(self._url)
             yield self._conn
 
 
@@ -288,78 +307,3 @@ class _StoredHashes:
 
     def add(self, content_hash: str) -> None:
         self.local.add(content_hash)
-
-
-def _psycopg() -> Any:
-    return require("psycopg", "pgvector")
-
-
-def _connect(url: str) -> Any:
-    psycopg = _psycopg()
-    require("pgvector", "pgvector")
-    try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="e5v")
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to PostgreSQL at {schema.redact(url)}: {str(exc).strip()}") from None
-    try:
-        from pgvector.psycopg import register_vector
-
-        register_vector(conn)
-    except psycopg.ProgrammingError:
-        pass  # the extension is not created yet: _ensure_pgvector creates it, the store's own connection registers
-    return conn
-
-
-def _ensure_pgvector(conn: Any, where: str) -> None:
-    """pgvector must be installed (created here if the role may) and at least ``MIN_PGVECTOR``."""
-    psycopg = _psycopg()
-    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-    if row is None:
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except psycopg.Error as exc:
-            raise StoreError(f"{where}: the pgvector extension is not installed in this database and could not be "
-                             f"created ({str(exc).strip()}); run CREATE EXTENSION vector as its owner") from None
-        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-    version = tuple(int(p) for p in row[0].split(".")[:3] if p.isdigit())
-    if version < MIN_PGVECTOR:
-        raise StoreError(f"{where}: pgvector {row[0]} is too old; e5v needs >= "
-                         f"{'.'.join(map(str, MIN_PGVECTOR))} (ALTER EXTENSION vector UPDATE)")
-
-
-def _registered(conn: Any, name: str) -> dict | None:
-    if conn.execute("SELECT to_regclass(%s)", (schema.REGISTRY,)).fetchone()[0] is None:
-        return None
-    row = conn.execute(f"SELECT dim, format, config FROM {schema.REGISTRY} WHERE name = %s", (name,)).fetchone()
-    if row is None:
-        return None
-    if row[1] != schema.FORMAT:
-        raise StoreError(f"the store {name!r} has format {row[1]!r}; this e5v reads {schema.FORMAT!r}")
-    return {"dim": int(row[0]), "config": row[2]}
-
-
-def _table_exists(conn: Any, name: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
-
-
-def _index_valid(conn: Any, index: str) -> bool | None:
-    """True/False for a valid/invalid index of that name, None when there is none."""
-    row = conn.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", (index,)).fetchone()
-    return None if row is None else bool(row[0])
-
-
-def _create(conn: Any, name: str, config: dict) -> dict:
-    """Create the table and its registry row in one transaction, once even under concurrent creators."""
-    from psycopg.types.json import Jsonb
-
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('e5v: create a store'))")
-        stored = _registered(conn, name)
-        if stored is not None:  # another writer created it while we waited
-            return stored
-        conn.execute(schema.REGISTRY_DDL)
-        for statement in schema.create_statements(name, int(config["dim"])):
-            conn.execute(statement)
-        conn.execute(f"INSERT INTO {schema.REGISTRY} (name, dim, format, config) VALUES (%s, %s, %s, %s)",
-                     (name, int(config["dim"]), schema.FORMAT, Jsonb(config)))
-    return {"dim": int(config["dim"]), "config": config}

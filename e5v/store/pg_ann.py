@@ -1,0 +1,169 @@
+"""The PostgreSQL store's ANN indexes: IVFFlat (the default) or HNSW over binary codes, then exact re-ranking.
+
+Both index ``binary_quantize(vector)::bit(dim)`` with Hamming distance: pgvector indexes at most 2,000 dims of
+``vector`` and 4,000 of ``halfvec``, and E5-V has 4,096; one bit per dimension fits (``bit`` up to 64,000).
+A search asks the index for ``refine_factor * k`` candidates by Hamming distance and re-ranks them by exact
+cosine on the full vectors, so the scores returned are exact either way.
+
+Why IVFFlat is the default (bench/results/store.md, 1M clustered vectors): an HNSW graph over 1-bit codes
+(m 16, ef_construction 64) lost its way between the 10,000 clusters, recall@10 0.73-0.81 even at pgvector's
+1,000-candidate ceiling, against 0.999 at 100k. IVFFlat partitions the codes with k-means like LanceDB's
+IVF_RQ and scans the nearest ``probes`` lists exhaustively, so a query's cluster is found whole; recall is
+set by ``probes`` (``nprobes=`` in ``search``), not by a graph walk. HNSW stays available (``kind="hnsw"``)
+for tables that grow far past the rows the IVFFlat lists were trained on: PostgreSQL maintains both on every
+insert, but IVFFlat's lists keep the centroids of the rows present when it was built (rebuild after the table
+has grown several times over; ``build_ann(rebuild=True)``).
+
+A table keeps one ANN index: building another kind builds it concurrently, then drops the old one, so
+searches use one or the other throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("ivfflat", "hnsw")
+DEFAULT_KIND = "ivfflat"
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+MAX_EF_SEARCH = 1000  # pgvector's ceiling for hnsw.ef_search
+MAX_LISTS = 32768  # pgvector's ceiling for ivfflat lists
+MIN_PROBES = 10
+ITERATIVE_SCAN = (0, 8, 0)  # pgvector that fills k under a filter (hnsw/ivfflat.iterative_scan)
+
+
+@dataclass(frozen=True)
+class AnnIndex:
+    """The valid ANN index a table has: its kind, name and (IVFFlat) number of lists."""
+
+    kind: str
+    name: str
+    lists: int | None = None
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"ANN index kind must be one of {KINDS}, got {kind!r}")
+    return kind
+
+
+def index_name(table: str, kind: str) -> str:
+    return f"{table}_bq_{check_kind(kind)}"
+
+
+def quantized(dim: int, operand: str = "vector") -> str:
+    """The indexed expression; a query must spell it the same way for the planner to use the index."""
+    return f"binary_quantize({operand})::bit({int(dim)})"
+
+
+def num_lists(n_rows: int) -> int:
+    """pgvector's guidance: rows / 1000 up to a million rows, sqrt(rows) beyond; at least 10."""
+    lists = n_rows // 1000 if n_rows <= 1_000_000 else int(math.sqrt(n_rows))
+    return max(10, min(MAX_LISTS, lists))
+
+
+def default_probes(lists: int) -> int:
+    """Lists scanned per query: sqrt(lists) (pgvector's starting point), at least MIN_PROBES (10 of 1000 at 1M
+    would be 1% of the rows: too few where a query's neighbours straddle lists)."""
+    return min(lists, max(MIN_PROBES, math.ceil(math.sqrt(lists))))
+
+
+def ddl(table: str, dim: int, kind: str, n_rows: int) -> str:
+    """CREATE INDEX CONCURRENTLY for ``kind`` on a table of about ``n_rows`` rows."""
+    target = f"(({quantized(dim)}) bit_hamming_ops)"
+    if check_kind(kind) == "hnsw":
+        options = f"m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}"
+    else:
+        options = f"lists = {num_lists(n_rows)}"
+    return f"CREATE INDEX CONCURRENTLY {index_name(table, kind)} ON {table} USING {kind} {target} WITH ({options})"
+
+
+def describe(index: AnnIndex, dim: int) -> dict[str, Any]:
+    """The parameters of ``index`` as plain data (``build_ann``'s return, reports, benchmarks)."""
+    out: dict[str, Any] = {"index_type": index.kind.upper() if index.kind == "hnsw" else "IVFFLAT",
+                           "quantization": "binary", "metric": "hamming, re-ranked by cosine", "dim": dim}
+    if index.kind == "hnsw":
+        return out | {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
+    return out | {"lists": index.lists, "probes": default_probes(index.lists or 10)}
+
+
+def search_settings(index: AnnIndex, candidates: int, nprobes: int | None, ef_search: int | None,
+                    pgvector: tuple[int, ...]) -> dict[str, str]:
+    """Transaction-local settings for one ANN search; ValueError for the other index kind's tuning knob.
+
+    Both kinds' settings are given, so a search is tuned whichever index the planner finds (another process
+    may have switched the kind since ``index`` was read). The index is what the caller chose (``exact=True``
+    is the scan): on small tables the planner would sort every row's code instead, slower past a few thousand
+    rows and not what was asked.
+    """
+    if index.kind == "hnsw" and nprobes is not None:
+        raise ValueError("nprobes tunes an IVF index; this store's ANN index is HNSW, which takes ef_search "
+                         "(or rebuild it with build_ann(kind='ivfflat'))")
+    if index.kind == "ivfflat" and ef_search is not None:
+        raise ValueError("ef_search tunes an HNSW index; this store's ANN index is IVFFlat, which takes nprobes")
+    lists = index.lists or num_lists(1_000_000)  # unknown when the index was HNSW a moment ago
+    settings = {"enable_seqscan": "off",
+                "hnsw.ef_search": str(min(MAX_EF_SEARCH, max(40, ef_search or candidates))),
+                "ivfflat.probes": str(min(lists, nprobes or default_probes(lists)))}
+    if pgvector >= ITERATIVE_SCAN:  # a filter that rejects most candidates makes the index search further
+        settings |= {"hnsw.iterative_scan": "relaxed_order", "ivfflat.iterative_scan": "relaxed_order",
+                     "ivfflat.max_probes": str(index.lists or MAX_LISTS)}
+    return settings
+
+
+def current(conn: Any, table: str) -> tuple[AnnIndex | None, list[str]]:
+    """(the table's valid ANN index or None, names of its invalid ones: left by an interrupted build)."""
+    valid, invalid = [], []
+    for kind in KINDS:
+        name = index_name(table, kind)
+        row = conn.execute("SELECT i.indisvalid, c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                           "WHERE i.indexrelid = to_regclass(%s)", (name,)).fetchone()
+        if row is None:
+            continue
+        if not row[0]:
+            invalid.append(name)
+            continue
+        options = dict(o.split("=", 1) for o in (row[1] or []))
+        valid.append(AnnIndex(kind, name, int(options["lists"]) if "lists" in options else None))
+    # two valid ones only while a switch is dropping the old: the newer kind is the one asked for
+    return (valid[-1] if len(valid) == 1 else _newest(conn, valid)) if valid else None, invalid
+
+
+def _newest(conn: Any, indexes: list[AnnIndex]) -> AnnIndex:
+    oids = {i.name: conn.execute("SELECT to_regclass(%s)::oid", (i.name,)).fetchone()[0] for i in indexes}
+    return max(indexes, key=lambda i: oids[i.name])
+
+
+def build(conn: Any, table: str, dim: int, kind: str | None, n_rows: int, build_memory: str,
+          rebuild: bool = False) -> AnnIndex:
+    """Make ``kind`` the table's one ANN index (concurrently: writers and searches go on); returns it.
+
+    ``kind`` None keeps the kind the table has (else ``DEFAULT_KIND``). A valid index of that kind is kept
+    unless ``rebuild``; invalid leftovers of an interrupted build are dropped first; an index of the other kind
+    is dropped only after the new one is valid.
+    """
+    existing, invalid = current(conn, table)
+    kind = check_kind(kind or (existing.kind if existing else DEFAULT_KIND))
+    for name in invalid:
+        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+    name = index_name(table, kind)
+    if existing is not None and existing.kind == kind and rebuild:
+        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # searches fall back to the scan meanwhile
+        existing = None
+    if existing is None or existing.kind != kind:
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (build_memory,))
+        try:
+            conn.execute(ddl(table, dim, kind, n_rows))
+        except Exception:
+            conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # a failed concurrent build leaves it INVALID
+            raise
+        finally:
+            conn.execute("RESET maintenance_work_mem")
+    for other in KINDS:
+        if other != kind:
+            conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index_name(table, other)}")
+    built, _ = current(conn, table)
+    assert built is not None and built.kind == kind, built
+    return built
