@@ -13,6 +13,7 @@ from e5v.backends import export_cache  # noqa: E402
 
 ZEN4 = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
 ZEN3 = {"avx2", "fma"}
+SAPPHIRE = ZEN4 | {"avx_vnni", "amx_bf16", "amx_int8", "amx_tile"}
 
 
 def _cos(a, b) -> float:
@@ -51,6 +52,16 @@ def test_auto_uses_torch_without_int8_units(tiny_model_path, cache, monkeypatch)
     monkeypatch.setattr(export_cache, "cpu_flags", lambda: ZEN3)
     m = E5V.from_pretrained(tiny_model_path, backend="auto")
     assert m.backend.name == "torch" and "no int8 dot-product units" in m.route
+    assert not (cache / "exports").exists()
+
+
+def test_auto_uses_torch_bf16_on_amx(tiny_model_path, cache, monkeypatch):
+    """Measured on a Xeon with AMX: torch's AMX-BF16 beats OpenVINO's int8 export (routes.TORCH_OVER_INT8)."""
+    monkeypatch.setattr(export_cache, "cpu_flags", lambda: SAPPHIRE)
+    monkeypatch.setattr("e5v.backends.routes.cpu_flags", lambda: SAPPHIRE)
+    m = E5V.from_pretrained(tiny_model_path)
+    assert m.backend.name == "torch" and m.embedding_config()["weights"] == "bf16"
+    assert "auto on amx: torch bf16 on AMX-BF16" in m.route
     assert not (cache / "exports").exists()
 
 

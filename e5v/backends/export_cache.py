@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 from ..checkpoint import checkpoint_files, stored_dtypes
 from .cpu_features import cpu_flags, has_int8_dot_product
-from .routes import cpu_kind
+from .routes import TORCH_OVER_INT8, cpu_kind
 
 
 def cache_root() -> Path:
@@ -161,7 +161,8 @@ def auto_backend(components, flags: set[str] | None = None, log=print) -> tuple[
 
     Measured on Zen 4 (VNNI): int8 exports run the issue's 16 texts 1.43-1.51x and anyres images 1.26-1.58x
     faster than vLLM bf16, at min cosine 0.9996 vs fp32 (bench/results/openvino.md); on AVX2-only CPUs OpenVINO
-    decompresses int8 weights to f32 (fp32 speed), so torch is the route there."""
+    decompresses int8 weights to f32 (fp32 speed), and on AMX into bf16 kernels slower than torch's own bf16
+    (``routes.TORCH_OVER_INT8``), so torch is the route there."""
     if (components.path / "e5v_manifest.json").is_file():
         return "openvino", None, "auto: an e5v export directory"
     if "openvino" not in components.spec.backends:
@@ -169,6 +170,8 @@ def auto_backend(components, flags: set[str] | None = None, log=print) -> tuple[
     flags = cpu_flags() if flags is None else flags
     if not has_int8_dot_product(flags):
         return "torch", None, f"auto on {cpu_kind(flags)}: no int8 dot-product units, OpenVINO int8 would run at fp32 speed"
+    if cpu_kind(flags) in TORCH_OVER_INT8:
+        return "torch", None, f"auto on {cpu_kind(flags)}: {TORCH_OVER_INT8[cpu_kind(flags)]}"
     try:
         import openvino  # noqa: F401
     except ImportError:

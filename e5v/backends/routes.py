@@ -45,6 +45,15 @@ def cpu_kind(flags: set[str] | None) -> str:
 #: cpu kind -> default torch dtype on CPU
 TORCH_DTYPE = {"amx": "bf16", "avx512_bf16": "bf16", "avx512_vnni": "fp32", "avx2": "fp32", "unknown": "fp32"}
 
+#: cpu kinds where ``backend="auto"`` keeps torch although the CPU has int8 dot-product units, and why (measured).
+#: AMX (Xeon 4th gen+, 2 cores, bench/peers.py run 5): torch bf16 on oneDNN's AMX-BF16 kernels ran the 16 texts
+#: in 2.11 s and an anyres image in 2.04 s (min cos 0.99993), the cached OpenVINO int8 export 3.23 s / 2.98 s
+#: (0.99950): OpenVINO 2026.4 never runs AMX-INT8 for int8-compressed weights there: with its default bf16
+#: precision it decompresses them into ``brgemm_avx512_amx_bf16`` (dynamic quantization ignored), with f32
+#: precision its int8 path is slower still (bench/ov_profile.py, BENCHMARKS.md "Peers").
+TORCH_OVER_INT8 = {"amx": "torch bf16 on AMX-BF16 is 1.5x faster than OpenVINO int8 here (which runs "
+                          "AMX-BF16 too, on decompressed weights) and closer to fp32"}
+
 
 def default_cpu_dtype(flags: set[str] | None = None, environ: dict | None = None) -> DtypeChoice:
     """The torch dtype for a CPU load that names none (see the module doc for the measurements behind it)."""
