@@ -82,7 +82,7 @@ def ddl(table: str, dim: int, kind: str, n_rows: int) -> str:
 
 def describe(index: AnnIndex, dim: int) -> dict[str, Any]:
     """The parameters of ``index`` as plain data (``build_ann``'s return, reports, benchmarks)."""
-    out: dict[str, Any] = {"index_type": index.kind.upper() if index.kind == "hnsw" else "IVFFLAT",
+    out: dict[str, Any] = {"index_type": {"hnsw": "HNSW", "ivfflat": "IVFFLAT"}[index.kind],
                            "quantization": "binary", "metric": "hamming, re-ranked by cosine", "dim": dim}
     if index.kind == "hnsw":
         return out | {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
@@ -114,26 +114,20 @@ def search_settings(index: AnnIndex, candidates: int, nprobes: int | None, ef_se
 
 
 def current(conn: Any, table: str) -> tuple[AnnIndex | None, list[str]]:
-    """(the table's valid ANN index or None, names of its invalid ones: left by an interrupted build)."""
-    valid, invalid = [], []
-    for kind in KINDS:
-        name = index_name(table, kind)
-        row = conn.execute("SELECT i.indisvalid, c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                           "WHERE i.indexrelid = to_regclass(%s)", (name,)).fetchone()
-        if row is None:
-            continue
-        if not row[0]:
-            invalid.append(name)
-            continue
-        options = dict(o.split("=", 1) for o in (row[1] or []))
-        valid.append(AnnIndex(kind, name, int(options["lists"]) if "lists" in options else None))
-    # two valid ones only while a switch is dropping the old: the newer kind is the one asked for
-    return (valid[-1] if len(valid) == 1 else _newest(conn, valid)) if valid else None, invalid
+    """(the table's valid ANN index or None, names of its invalid ones: left by an interrupted build).
+
+    Two valid ones exist only while a switch drops the old one: the newer (higher oid) is the one asked for."""
+    names = [index_name(table, kind) for kind in KINDS]
+    rows = conn.execute("SELECT c.relname, i.indisvalid, c.reloptions FROM pg_index i JOIN pg_class c "
+                        "ON c.oid = i.indexrelid WHERE i.indexrelid = ANY(ARRAY[to_regclass(%s), to_regclass(%s)]) "
+                        "ORDER BY c.oid", names).fetchall()
+    valid = [AnnIndex(KINDS[names.index(name)], name, _lists(options)) for name, ok, options in rows if ok]
+    return (valid[-1] if valid else None), [name for name, ok, _ in rows if not ok]
 
 
-def _newest(conn: Any, indexes: list[AnnIndex]) -> AnnIndex:
-    oids = {i.name: conn.execute("SELECT to_regclass(%s)::oid", (i.name,)).fetchone()[0] for i in indexes}
-    return max(indexes, key=lambda i: oids[i.name])
+def _lists(reloptions: list[str] | None) -> int | None:
+    options = dict(o.split("=", 1) for o in (reloptions or []))
+    return int(options["lists"]) if "lists" in options else None
 
 
 def build(conn: Any, table: str, dim: int, kind: str | None, n_rows: int, build_memory: str,

@@ -96,7 +96,7 @@ def connect(url: str) -> Any:
 
         register_vector(conn)
     except psycopg.ProgrammingError:
-        pass  # the extension is not created yet: _ensure_pgvector creates it, the store's own connection registers
+        pass  # the extension is not created yet: ensure_pgvector creates it, the store's own connection registers
     return conn
 
 

@@ -241,8 +241,6 @@ class PgStore:
         kind exists, unless ``rebuild`` (IVFFlat after the table has grown several times over); an index of the
         other kind is replaced.
         """
-        if kind is not None:
-            pg_ann.check_kind(kind)
         with self._session() as conn:
             try:
                 built = pg_ann.build(conn, self.table, self.dim, kind, self._count(conn), BUILD_MEMORY, rebuild)
