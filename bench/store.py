@@ -272,6 +272,8 @@ def main() -> None:
     p.add_argument("--out", default=None, help="append the markdown table to this file")
     args = p.parse_args()
     rows = []
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     for regime, n in itertools.product(args.data, args.sizes):
         work = Path(tempfile.mkdtemp(prefix=f"e5v-bench-{regime}-{n}-", dir=args.workdir))
         try:
