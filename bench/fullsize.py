@@ -11,7 +11,9 @@ memory the process owns and cannot give back without swap: what a user's machine
     flock /tmp/e5v-heavy.lock .venv/bin/python bench/fullsize.py --write bench/results/fullsize.md
 
 Stages (``--stages``): gen (write the checkpoint if missing), export (new memory-mapped route),
-export-old (from_pretrained route, guarded), encode (8 texts + anyres images on the int4 export).
+export-old (from_pretrained route, guarded), encode (8 texts + anyres images on the int4 export), default
+(the same encode from the plain checkpoint directory with no flag: the route ``backend="auto"`` picks for this
+CPU, building its cached export on the first load; name it twice to time the warm load too).
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ def worker_export(args, memory_map: bool) -> dict:
     return {"phase_s": times, "export_gb": sizes}
 
 
-def worker_encode(args) -> dict:
+def worker_encode(args, source: str | None = None) -> dict:
+    """Load ``source`` (the export directory by default) and time 8 texts and two anyres images."""
     import numpy as np
     from PIL import Image
 
@@ -131,8 +134,9 @@ def worker_encode(args) -> dict:
     from e5v.testing import sample_images
 
     started = time.perf_counter()
-    model = E5V.from_pretrained(args.export_dir, image_mode=args.image_mode)
-    result = {"image_mode": args.image_mode, "backend": model.backend.name, "weights": model.backend.weights, "load_s": time.perf_counter() - started}
+    model = E5V.from_pretrained(source or args.export_dir, image_mode=args.image_mode)
+    result = {"image_mode": args.image_mode, "backend": model.backend.name, "weights": model.backend.weights,
+              "route": model.route, "load_s": time.perf_counter() - started}
     result["after_load_anon_gb"] = _status(os.getpid()).get("RssAnon", 0) / 1024 ** 2
     words = "the quick brown fox jumps over the lazy dog while a red car waits at the corner".split()
     texts = [" ".join(words[: 2 + 2 * i]) for i in range(8)]  # 2..16 words: a left-padded batch
@@ -156,7 +160,8 @@ def worker_encode(args) -> dict:
 
 
 WORKERS = {"gen": worker_gen, "export": lambda a: worker_export(a, True),
-           "export-old": lambda a: worker_export(a, False), "encode": worker_encode}
+           "export-old": lambda a: worker_export(a, False), "encode": worker_encode,
+           "default": lambda a: worker_encode(a, a.checkpoint)}
 
 
 # ---- report ----------------------------------------------------------------------------------------------
@@ -173,8 +178,8 @@ def table(results: list[dict]) -> str:
         notes = r.get("aborted") and f"ABORTED: {r['aborted']}" or r.get("skipped", "")
         if r["stage"].startswith("export") and "phase_s" in r:
             notes = "phases s: " + ", ".join(f"{k}: {v}" for k, v in r["phase_s"].items())
-        if r["stage"] == "encode" and "texts_s" in r:
-            notes = (f"image_mode {r['image_mode']}; "
+        if r["stage"] in ("encode", "default") and "texts_s" in r:
+            notes = (f"{r['route']}; image_mode {r['image_mode']}; "
                      f"load {r['load_s']:.1f} s (RssAnon after load {r['after_load_anon_gb']:.2f} GB); 8 texts "
                      f"{r['texts_s']:.1f} s; 1008x336 ({r['image_1008x336_tokens']} tok) {r['image_1008x336_s']:.1f} s; "
                      f"640x480 ({r['image_640x480_tokens']} tok) {r['image_640x480_s']:.1f} s; finite {r['finite']}, "

@@ -101,6 +101,23 @@ def test_readd_is_idempotent_and_a_nul_is_one_failed_item(pg_db, model):
     assert (again.added, again.skipped_existing, len(store)) == (1, 1, 2)
 
 
+def test_a_resumed_add_asks_for_stored_hashes_once_per_window(pg_db, model, monkeypatch):
+    from e5v.store import ingest
+
+    store = Store.open(pg_db, model)
+    items = [{"text": f"t{i}", "metadata": {"i": i, "nested": {"x": [i, "y"]}}} for i in range(150)]
+    assert store.add(items, show_progress=False).added == 150
+    lookups = []
+    real = PgStore.stored_among
+    monkeypatch.setattr(PgStore, "stored_among", lambda self, hashes: lookups.append(len(hashes)) or real(self, hashes))
+    again = store.add(items + [{"text": "new"}, {"text": "new"}], show_progress=False)
+    assert (again.added, again.skipped_existing, len(store)) == (1, 151, 151)
+    windows = -(-152 // ingest.LOOKUP_WINDOW)
+    assert len(lookups) == windows and sum(lookups) == 152  # one query per window, not one per record
+    hit = store.search("t7", k=1, filter={"i": 7})[0]
+    assert hit["metadata"] == {"i": 7, "nested": {"x": [7, "y"]}}  # serialised once, stored as jsonb
+
+
 def test_config_mismatch_foreign_table_bad_name_and_unreachable_server(pg_db, pg_url, model, tiny_model_path):
     import psycopg
 

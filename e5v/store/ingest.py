@@ -18,6 +18,10 @@ from .walk import Problem, Record
 #: else is refused at the door (a quote in a hash would otherwise break every later exact search).
 HEX_HASH = re.compile(r"[0-9a-f]{16,128}")
 
+#: Records looked up at once in the store's hashes: one round trip per window on PostgreSQL (a resumed job over
+#: a million stored files makes a few thousand queries, not a million), and discovery's look-ahead.
+LOOKUP_WINDOW = 64
+
 
 @dataclass
 class AddReport:
@@ -61,15 +65,18 @@ def embed_and_commit(model: Any, commit: Callable[[list[dict]], int], found: Ite
     pending: deque[Record] = deque()  # records whose items encode_iter has read, in order
 
     def new_items() -> Iterator[Any]:
-        for record in found:
-            if isinstance(record, Problem):
-                (report.unsupported if record.unsupported else report.failed).append((record.source, record.reason))
-            elif record.hash in existing:
-                report.skipped_existing += 1
-            else:
-                existing.add(record.hash)
-                pending.append(record)
-                yield record.item
+        for window in _windows(found, LOOKUP_WINDOW):
+            known = stored_among(existing, [r.hash for r in window if isinstance(r, Record)])
+            for record in window:
+                if isinstance(record, Problem):
+                    (report.unsupported if record.unsupported else report.failed).append((record.source, record.reason))
+                elif record.hash in known:
+                    report.skipped_existing += 1
+                else:
+                    known.add(record.hash)  # the same content twice in one window is embedded once
+                    existing.add(record.hash)
+                    pending.append(record)
+                    yield record.item
 
     commits = 0
     with tqdm(unit="item", desc="indexing", disable=not show) as bar:
@@ -79,6 +86,25 @@ def embed_and_commit(model: Any, commit: Callable[[list[dict]], int], found: Ite
             commits += commit(chunk_rows(chunk, result, report))
             bar.update(len(chunk))
     return commits
+
+
+def stored_among(existing: Any, hashes: list[str]) -> set[str]:
+    """The hashes ``existing`` holds: a set, or a store's view with ``among`` (one database query per call
+    instead of one per record)."""
+    among = getattr(existing, "among", None)
+    return among(hashes) if among is not None else {h for h in hashes if h in existing}
+
+
+def _windows(found: Iterable[Record | Problem], size: int) -> Iterator[list[Record | Problem]]:
+    """``found`` in lists of ``size``: discovery runs at most this many records ahead of embedding."""
+    window: list[Record | Problem] = []
+    for record in found:
+        window.append(record)
+        if len(window) >= size:
+            yield window
+            window = []
+    if window:
+        yield window
 
 
 def chunk_rows(chunk: list[Record], result: Any, report: AddReport) -> list[dict]:

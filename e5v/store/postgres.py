@@ -137,7 +137,7 @@ class PgStore:
                                       "contains a NUL character, which PostgreSQL cannot store"))
                 continue
             values.append([row["id"], row["hash"], row["kind"], row.get("path"), row.get("text"),
-                           Jsonb(json.loads(meta)), row["added_at"], np.asarray(row["vector"], np.float32)])
+                           Jsonb(meta, dumps=_as_is), row["added_at"], np.asarray(row["vector"], np.float32)])
         if not values:
             return 0
         columns = ", ".join(schema.COLUMNS)
@@ -159,8 +159,13 @@ class PgStore:
 
     def stored(self, content_hash: str) -> bool:
         """Whether an item with this content hash is in the store."""
+        return bool(self.stored_among([content_hash]))
+
+    def stored_among(self, hashes: list[str]) -> set[str]:
+        """The given content hashes that are in the store (one query, however many)."""
         with self._session() as conn:
-            return conn.execute(f"SELECT 1 FROM {self.table} WHERE hash = %s", (content_hash,)).fetchone() is not None
+            rows = conn.execute(f"SELECT hash FROM {self.table} WHERE hash = ANY(%s)", (list(hashes),)).fetchall()
+        return {h for (h,) in rows}
 
     # ----------------------------------------------------------------- searching
     def search(self, query: Any, k: int = 10, where: str | None = None, kind: str | None = None, *,
@@ -294,14 +299,25 @@ class PgStore:
             yield self._conn
 
 
+def _as_is(text: str) -> str:
+    """``Jsonb``'s dumper for metadata already serialised (and checked for NUL) by ``_commit``."""
+    return text
+
+
 class _StoredHashes:
-    """``in`` asks the database (content another writer stored counts); ``add`` remembers this run's items."""
+    """Which hashes are stored: ``among`` asks the database once per window of records (content another
+    writer stored counts); ``add`` remembers this run's items."""
 
     def __init__(self, store: PgStore):
         self.store, self.local = store, set()
 
+    def among(self, hashes: list[str]) -> set[str]:
+        local = {h for h in hashes if h in self.local}
+        rest = [h for h in hashes if h not in local]
+        return local | (self.store.stored_among(rest) if rest else set())
+
     def __contains__(self, content_hash: str) -> bool:
-        return content_hash in self.local or self.store.stored(content_hash)
+        return bool(self.among([content_hash]))
 
     def add(self, content_hash: str) -> None:
         self.local.add(content_hash)
