@@ -56,7 +56,7 @@ def test_auto_uses_torch_without_int8_units(tiny_model_path, cache, monkeypatch)
 
 
 def test_auto_uses_torch_bf16_on_amx(tiny_model_path, cache, monkeypatch):
-    """Measured on a Xeon with AMX: torch's AMX-BF16 beats OpenVINO's int8 export (routes.TORCH_OVER_INT8)."""
+    """Measured on a Xeon with AMX: torch's AMX-BF16 beats OpenVINO's int8 export (routes.ROUTES["amx"])."""
     monkeypatch.setattr(export_cache, "cpu_flags", lambda: SAPPHIRE)
     monkeypatch.setattr("e5v.backends.routes.cpu_flags", lambda: SAPPHIRE)
     m = E5V.from_pretrained(tiny_model_path)

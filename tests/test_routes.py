@@ -13,17 +13,35 @@ ZEN2 = {"avx2", "fma", "sse4_2"}
 ZEN4 = ZEN2 | {"avx512f", "avx512_vnni", "avx512_bf16"}
 ICELAKE = ZEN2 | {"avx512f", "avx512_vnni"}
 SAPPHIRE = ICELAKE | {"avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
+ALDER = ZEN2 | {"avx_vnni"}  # Intel client CPUs: AVX-VNNI without AVX-512
 
 
 @pytest.mark.parametrize("flags, kind, dtype", [(ZEN2, "avx2", "fp32"), (ICELAKE, "avx512_vnni", "fp32"),
                                                 (ZEN4, "avx512_bf16", "bf16"), (SAPPHIRE, "amx", "bf16"),
-                                                (set(), "unknown", "fp32")])
+                                                (ALDER, "avx_vnni", "fp32"), (set(), "unknown", "fp32")])
 def test_the_table_picks_the_documented_dtype_per_cpu(flags, kind, dtype):
     assert routes.cpu_kind(flags) == kind and routes.cpu_kind(None) == "unknown"
     choice = routes.default_cpu_dtype(flags, environ={})
     assert choice.dtype == dtype and kind in choice.reason
     assert routes.default_cpu_dtype(flags, environ={"E5V_DTYPE": "fp32"}).dtype == "fp32"
     assert routes.default_cpu_dtype(flags, environ={"E5V_DTYPE": "auto"}).dtype == dtype
+
+
+@pytest.mark.parametrize("flags, backend", [(ZEN2, "torch"), (ICELAKE, "openvino"), (ZEN4, "openvino"),
+                                           (ALDER, "openvino"), (SAPPHIRE, "torch"), (set(), "torch")])
+def test_the_auto_backend_follows_the_table_per_cpu(tiny_model_path, monkeypatch, flags, backend):
+    """The decision alone (the export build is recorded, not run; tests/test_auto_backend.py builds real ones)."""
+    from e5v.backends import export_cache
+    from e5v.loading import load_components
+
+    pytest.importorskip("openvino")
+    built = []
+    monkeypatch.setattr(export_cache, "ensure", lambda path, weights, log: built.append(weights) or path)
+    name, export, why = export_cache.auto_backend(load_components(tiny_model_path), flags=flags)
+    kind = routes.cpu_kind(flags)
+    assert (name, built) == (backend, ["int8"] if backend == "openvino" else [])
+    assert why.startswith(f"auto on {kind}: {routes.ROUTES[kind].why}")
+    assert set(routes.ROUTES) == {"amx", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx2", "unknown"}
 
 
 def _cpu(monkeypatch, flags):

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..checkpoint import checkpoint_files, stored_dtypes
-from .cpu_features import cpu_flags, has_int8_dot_product
-from .routes import TORCH_OVER_INT8, cpu_kind
+from .cpu_features import cpu_flags
+from .routes import route_for
 
 
 def cache_root() -> Path:
@@ -161,17 +161,15 @@ def auto_backend(components, flags: set[str] | None = None, log=print) -> tuple[
 
     Measured on Zen 4 (VNNI): int8 exports run the issue's 16 texts 1.43-1.51x and anyres images 1.26-1.58x
     faster than vLLM bf16, at min cosine 0.9996 vs fp32 (bench/results/openvino.md); on AVX2-only CPUs OpenVINO
-    decompresses int8 weights to f32 (fp32 speed), and on AMX into bf16 kernels slower than torch's own bf16
-    (``routes.TORCH_OVER_INT8``), so torch is the route there."""
+    decompresses int8 weights to f32 (fp32 speed), and on AMX into bf16 kernels slower than torch's own bf16,
+    so torch is the route there (``routes.ROUTES``, one row per CPU kind)."""
     if (components.path / "e5v_manifest.json").is_file():
         return "openvino", None, "auto: an e5v export directory"
     if "openvino" not in components.spec.backends:
         return "torch", None, f"auto: {components.spec.name} models run on torch only"
-    flags = cpu_flags() if flags is None else flags
-    if not has_int8_dot_product(flags):
-        return "torch", None, f"auto on {cpu_kind(flags)}: no int8 dot-product units, OpenVINO int8 would run at fp32 speed"
-    if cpu_kind(flags) in TORCH_OVER_INT8:
-        return "torch", None, f"auto on {cpu_kind(flags)}: {TORCH_OVER_INT8[cpu_kind(flags)]}"
+    kind, route = route_for(cpu_flags() if flags is None else flags)
+    if route.backend == "torch":
+        return "torch", None, f"auto on {kind}: {route.why}"
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -184,4 +182,4 @@ def auto_backend(components, flags: set[str] | None = None, log=print) -> tuple[
         warnings.warn(f"could not build the cached OpenVINO int8 export of {components.path} ({exc}); "
                       "running on torch", stacklevel=3)
         return "torch", None, f"auto: the OpenVINO export failed ({str(exc)[:200]}), torch instead"
-    return "openvino", export, f"auto on {cpu_kind(flags)}: int8 dot-product units, cached int8 export {export}"
+    return "openvino", export, f"auto on {kind}: {route.why}, cached int8 export {export}"
