@@ -61,6 +61,7 @@ def test_same_rankings_and_exact_cosines_as_the_lance_store(pg_store, lance_stor
     ({"ok": True}, {0}, False),
     ({"ok": {"$ne": True}}, {1}, False),
     ({"source": {"$in": ["web", "scan"]}}, {0, 1}, False),
+    ({"ok": {"$in": [False]}, "source": {"$ne": "web"}}, {1}, False),
     ({"source": 7}, {4}, False),
     # JSON types never coerce here; LanceDB's json_get_* read 7 as "7" and "1990" as 1990.0
     ({"source": "7"}, set(), True),
@@ -73,6 +74,29 @@ def test_structured_filters_select_the_same_rows_as_lance(pg_store, lance_store,
     assert pg == {f"item {i}" for i in expected}
     lance = {h["text"] for h in lance_store.search("item", k=20, filter=spec)}
     assert (pg != lance) == lance_coerces
+
+
+def test_equality_filters_are_answered_by_the_metadata_index(pg_db, model):
+    """A GIN index on metadata finds string/boolean equality matches (the containment test the filter adds), for
+    new stores at creation and for older ones on the next build_ann."""
+    store = Store.open(pg_db, model)
+    rows = [{"text": f"doc {i}", "metadata": {"src": "rare" if i == 7 else "bulk", "ok": i % 2 == 0}} for i in range(60)]
+    store.add(rows, show_progress=False)
+    spec = {"src": {"$in": ["rare", "none"]}, "ok": False}
+
+    def plan() -> str:
+        sql, args, _ = store.query_plan(model.encode(["doc"])[0], 5, None, None, spec, None)
+        with store._session() as conn, conn.transaction():
+            conn.execute("SET LOCAL enable_seqscan = off")
+            return "\n".join(line[0] for line in conn.execute("EXPLAIN " + sql, args).fetchall())
+
+    assert f"{store.table}_metadata" in plan()
+    assert [h["text"] for h in store.search("doc", k=5, filter=spec)] == ["doc 7"]
+    with store._session() as conn:
+        conn.execute(f"DROP INDEX {store.table}_metadata")  # a store created before the index existed
+    assert f"{store.table}_metadata" not in plan()
+    store.build_ann("hnsw")
+    assert f"{store.table}_metadata" in plan()
 
 
 def test_raw_where_is_postgres_sql_read_only_and_time_limited(pg_store, pg_url, monkeypatch):

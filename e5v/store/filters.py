@@ -13,11 +13,13 @@ clauses it is combined with. The server therefore takes this shape (raw SQL only
 Values are strings, numbers or booleans; keys are metadata keys (any text up to MAX_KEY_CHARS). One parser,
 two renderings: for LanceDB (``compile_filter``) the SQL only ever calls ``json_get_string(metadata, '<key>')``
 (and ``try_cast`` for numbers) with quoted literals; for PostgreSQL (``compile_filter_pg``) every key and value is a bound
-parameter and a value of another JSON type never matches (nor errors) instead of being cast.
+parameter and a value of another JSON type never matches (nor errors) instead of being cast; equality on strings
+and booleans also gets a containment test (``metadata @> ...``) that the table's GIN index answers.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -53,6 +55,9 @@ class _LanceSQL:
             return repr(float(value))
         return _quote(value)
 
+    def index_hint(self, key: str, values: list[Any]) -> str | None:
+        return None
+
 
 class _PostgresSQL:
     """PostgreSQL over a ``jsonb`` column: keys and values are ``%s`` parameters collected in ``params``."""
@@ -73,6 +78,16 @@ class _PostgresSQL:
             _check_text(value)
         self.params.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value)
         return "%s"
+
+    def index_hint(self, key: str, values: list[Any]) -> str | None:
+        """``metadata @> {key: value}`` (OR-ed over ``values``): implied by the typed equality it is AND-ed with, so
+        it never changes the answer, but the store's GIN index (``jsonb_path_ops``) can find the rows. Strings and
+        booleans only: jsonb compares numbers as exact decimals, the typed equality as float8 (which would differ
+        past float8's precision)."""
+        if not values or not all(isinstance(v, (str, bool)) for v in values):
+            return None
+        self.params += [json.dumps({key: v}) for v in values]
+        return "(" + " OR ".join(["metadata @> %s::jsonb"] * len(values)) + ")"
 
 
 def compile_filter(spec: Any) -> str:
@@ -127,14 +142,18 @@ def _condition(key: str, condition: Any, where: str, counter: list[int], dialect
             getter = dialect.getter(kind, key)
             listed = ", ".join(dialect.literal(v, where) for v in value)
             clauses.append(f"{getter} IN ({listed})")
+            hint = dialect.index_hint(key, value)
         elif op in OPERATORS:
             kind = _kind(value, where)
             if kind == "bool" and op not in ("$eq", "$ne"):
                 raise FilterError(f"{where}.{op}: booleans only compare with $eq / $ne")
             getter = dialect.getter(kind, key)
             clauses.append(f"{getter} {OPERATORS[op]} {dialect.literal(value, where)}")
+            hint = dialect.index_hint(key, [value]) if op == "$eq" else None
         else:
             raise FilterError(f"{where}: unknown operator {op!r}; use one of {sorted([*OPERATORS, '$in'])}")
+        if hint:
+            clauses.append(hint)
     return " AND ".join(clauses)
 
 

@@ -65,7 +65,15 @@ def create_statements(table: str, dim: int) -> list[str]:
             added_at timestamptz NOT NULL DEFAULT now(),
             vector vector({int(dim)}) NOT NULL)""",
         f"CREATE INDEX {table}_id ON {table} (id)",
+        metadata_index_ddl(table),
     ]
+
+
+def metadata_index_ddl(table: str, concurrently: bool = False) -> str:
+    """A GIN index for containment (``metadata @> ...``): structured equality filters on strings and booleans
+    find their rows through it instead of reading every row (``filters.compile_filter_pg``)."""
+    how = "CONCURRENTLY IF NOT EXISTS" if concurrently else "IF NOT EXISTS"
+    return f"CREATE INDEX {how} {table}_metadata ON {table} USING gin (metadata jsonb_path_ops)"
 
 
 REGISTRY_DDL = f"""CREATE TABLE IF NOT EXISTS {REGISTRY} (

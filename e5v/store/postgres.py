@@ -248,6 +248,7 @@ class PgStore:
         """
         with self._session() as conn:
             try:
+                conn.execute(schema.metadata_index_ddl(self.table, concurrently=True))  # stores from before it existed
                 built = pg_ann.build(conn, self.table, self.dim, kind, self._count(conn), BUILD_MEMORY, rebuild)
             except schema.psycopg_module().Error as exc:
                 raise StoreError(f"building the {kind or 'ANN'} index on {self.root} failed: {str(exc).strip()}") from None
