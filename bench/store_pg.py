@@ -25,7 +25,7 @@ def run_pg(regime: str, n: int, args: Any, data: Any, qs: np.ndarray, truth: lis
 
     import psycopg
 
-    from e5v.store import Store, postgres
+    from e5v.store import Store, pg_ann, postgres
     from e5v.testing_pg import local_postgres
 
     os.environ.setdefault("E5V_PG_BUILD_MEMORY", SETTINGS["maintenance_work_mem"])
@@ -72,7 +72,7 @@ def run_pg(regime: str, n: int, args: Any, data: Any, qs: np.ndarray, truth: lis
                 an_t, an_out = timed(lambda q: ids(store.search(q, k=k, **tuning)), qs)
                 if kind == "ivfflat":
                     probes = tuning["nprobes"] or params["probes"]
-                    what = f"IVFFlat(bit) lists={params['lists']} probes={probes}"
+                    what = f"IVFFlat(halfvec {min(dim, pg_ann.PREFIX_DIMS)}) lists={params['lists']} probes={probes}"
                     default = tuning["nprobes"] is None
                 else:
                     what, default = "HNSW(bit)", refine == postgres.ann.REFINE_FACTOR

@@ -31,6 +31,7 @@ HNSW_EF_CONSTRUCTION = 64
 MAX_EF_SEARCH = 1000  # pgvector's ceiling for hnsw.ef_search
 MAX_LISTS = 32768  # pgvector's ceiling for ivfflat lists
 MIN_PROBES = 10
+PREFIX_DIMS = 1024  # IVFFlat indexes the first 1024 dims as halfvec (2 KB a row); see the module docstring
 ITERATIVE_SCAN = (0, 8, 0)  # pgvector that fills k under a filter (hnsw/ivfflat.iterative_scan)
 
 
@@ -49,13 +50,27 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+#: Index name suffix per kind: what the index holds (binary codes / a float prefix) and its type.
+_NAME_TAGS = {"ivfflat": "pf_ivfflat", "hnsw": "bq_hnsw"}
+_OPCLASSES = {"ivfflat": "halfvec_cosine_ops", "hnsw": "bit_hamming_ops"}
+_OPERATORS = {"ivfflat": "<=>", "hnsw": "<~>"}
+
+
 def index_name(table: str, kind: str) -> str:
-    return f"{table}_bq_{check_kind(kind)}"
+    return f"{table}_{_NAME_TAGS[check_kind(kind)]}"
 
 
-def quantized(dim: int, operand: str = "vector") -> str:
-    """The indexed expression; a query must spell it the same way for the planner to use the index."""
-    return f"binary_quantize({operand})::bit({int(dim)})"
+def indexed(kind: str, dim: int, operand: str = "vector") -> str:
+    """The indexed expression of ``kind``; a query must spell it the same way for the planner to use the index."""
+    if check_kind(kind) == "hnsw":
+        return f"binary_quantize({operand})::bit({int(dim)})"
+    n = min(int(dim), PREFIX_DIMS)
+    return f"subvector({operand}, 1, {n})::halfvec({n})"
+
+
+def candidate_order(kind: str, dim: int) -> str:
+    """ORDER BY of the candidate query: the index's own distance to the query (one ``%s`` for the query)."""
+    return f"{indexed(kind, dim)} {_OPERATORS[check_kind(kind)]} {indexed(kind, dim, '%s::vector')}"
 
 
 def num_lists(n_rows: int) -> int:
@@ -72,7 +87,7 @@ def default_probes(lists: int) -> int:
 
 def ddl(table: str, dim: int, kind: str, n_rows: int) -> str:
     """CREATE INDEX CONCURRENTLY for ``kind`` on a table of about ``n_rows`` rows."""
-    target = f"(({quantized(dim)}) bit_hamming_ops)"
+    target = f"(({indexed(kind, dim)}) {_OPCLASSES[kind]})"
     if check_kind(kind) == "hnsw":
         options = f"m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}"
     else:
@@ -82,11 +97,13 @@ def ddl(table: str, dim: int, kind: str, n_rows: int) -> str:
 
 def describe(index: AnnIndex, dim: int) -> dict[str, Any]:
     """The parameters of ``index`` as plain data (``build_ann``'s return, reports, benchmarks)."""
-    out: dict[str, Any] = {"index_type": {"hnsw": "HNSW", "ivfflat": "IVFFLAT"}[index.kind],
-                           "quantization": "binary", "metric": "hamming, re-ranked by cosine", "dim": dim}
     if index.kind == "hnsw":
-        return out | {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
-    return out | {"lists": index.lists, "probes": default_probes(index.lists or 10)}
+        return {"index_type": "HNSW", "quantization": "binary", "metric": "hamming, re-ranked by cosine", "dim": dim,
+                "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
+    prefix = min(dim, PREFIX_DIMS)
+    return {"index_type": "IVFFLAT", "quantization": f"halfvec of the first {prefix} dims",
+            "metric": f"cosine on {prefix} dims, re-ranked by cosine", "dim": dim, "lists": index.lists,
+            "probes": default_probes(index.lists or 10)}
 
 
 def search_settings(index: AnnIndex, candidates: int, nprobes: int | None, ef_search: int | None,

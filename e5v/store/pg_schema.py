@@ -5,8 +5,8 @@ A store is addressed by a libpq URL, optionally naming its table after ``#``:
 
     e5v_stores          one row per store: name, dim, format, the embedding config (jsonb)
     <table>             id, hash (primary key), kind, path, text, metadata (jsonb), added_at, vector(dim)
-    <table>_bq_ivfflat  optional ANN index on binary_quantize(vector)::bit(dim), Hamming distance
-    <table>_bq_hnsw     (or this one instead; ``pg_ann`` explains both and why binary codes)
+    <table>_pf_ivfflat  optional ANN index on subvector(vector, 1, 1024)::halfvec(1024), cosine distance
+    <table>_bq_hnsw     (or this one instead: binary_quantize(vector)::bit(dim), Hamming; ``pg_ann`` explains both)
 
 The table and its config row are created in one transaction under an advisory lock, so concurrent writers
 (Spark executors) that all find no store create exactly one, and no store is ever visible without its config.

@@ -222,7 +222,7 @@ class PgStore:
                     [vector, *params, vector, k], {})
         candidates = max(k, k * max(1, refine_factor))
         sql = (f"SELECT {columns} FROM (SELECT * FROM {self.table} {where_sql} "
-               f"ORDER BY {pg_ann.quantized(self.dim)} <~> {pg_ann.quantized(self.dim, '%s::vector')} LIMIT %s) c "
+               f"ORDER BY {pg_ann.candidate_order(index.kind, self.dim)} LIMIT %s) c "
                "ORDER BY vector <=> %s LIMIT %s")
         settings = pg_ann.search_settings(index, candidates, nprobes, ef_search, self.pgvector)
         return sql, [vector, *params, vector, candidates, vector, k], settings
