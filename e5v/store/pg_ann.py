@@ -1,21 +1,26 @@
-"""The PostgreSQL store's ANN indexes: IVFFlat (the default) or HNSW over binary codes, then exact re-ranking.
+"""The PostgreSQL store's ANN indexes, each followed by an exact re-rank: IVFFlat (the default) over a halfvec
+of the first ``PREFIX_DIMS`` dims, or HNSW over binary codes.
 
-Both index ``binary_quantize(vector)::bit(dim)`` with Hamming distance: pgvector indexes at most 2,000 dims of
-``vector`` and 4,000 of ``halfvec``, and E5-V has 4,096; one bit per dimension fits (``bit`` up to 64,000).
-A search asks the index for ``refine_factor * k`` candidates by Hamming distance and re-ranks them by exact
-cosine on the full vectors, so the scores returned are exact either way.
+pgvector indexes at most 2,000 dims of ``vector`` and 4,000 of ``halfvec``, and E5-V has 4,096, so neither
+indexes the vectors themselves. IVFFlat indexes ``subvector(vector, 1, 1024)::halfvec(1024)`` with cosine
+distance (2 KB a row: k-means in float space); HNSW indexes ``binary_quantize(vector)::bit(dim)`` with Hamming
+distance (512 B a row). A search asks the index for ``refine_factor * k`` candidates by its own distance and
+re-ranks them by exact cosine on the full vectors, so the scores returned are exact either way.
 
-Why IVFFlat is the default (bench/results/store.md, 1M clustered vectors): an HNSW graph over 1-bit codes
-(m 16, ef_construction 64) lost its way between the 10,000 clusters, recall@10 0.73-0.81 even at pgvector's
-1,000-candidate ceiling, against 0.999 at 100k. IVFFlat partitions the codes with k-means like LanceDB's
-IVF_RQ and scans the nearest ``probes`` lists exhaustively, so a query's cluster is found whole; recall is
-set by ``probes`` (``nprobes=`` in ``search``), not by a graph walk. HNSW stays available (``kind="hnsw"``)
-for tables that grow far past the rows the IVFFlat lists were trained on: PostgreSQL maintains both on every
-insert, but IVFFlat's lists keep the centroids of the rows present when it was built (rebuild after the table
-has grown several times over; ``build_ann(rebuild=True)``).
+Why, measured on 1M clustered 4,096-d vectors (10,000 clusters, bench/results/store.md; 2 cores, Zen 4):
+the 1-bit codes themselves rank well (the exact Hamming top-200, re-ranked, holds the exact top-10 for 100 of
+100 queries), but the indexes over them lose the query's cluster: HNSW (m 16, ef_construction 64) recall@10
+0.735 at 200 candidates (0.81 at pgvector's 1,000-candidate ceiling), IVFFlat over the codes (k-means on bits)
+0.63-0.73 at 32-100 of 1,000 lists. IVFFlat over the float prefix reaches 0.84 at the default 32 probes
+(46 ms p50; 0.88 at 64 probes) - still under LanceDB's IVF_RQ on the same data (0.97-0.985), which is why
+docs/store.md sends users who need recall past ~1M rows to LanceDB or ``exact=True``. At 100k rows: HNSW
+0.998 (6.4 ms), IVFFlat prefix 0.986 (11.4 ms), IVFFlat bits 0.972 (8.3 ms). PostgreSQL maintains both kinds
+on every insert, but IVFFlat's lists keep the centroids of the rows present when it was built (rebuild after
+the table has grown several times over; ``build_ann(rebuild=True)``).
 
-A table keeps one ANN index: building another kind builds it concurrently, then drops the old one, so
-searches use one or the other throughout.
+A table keeps one ANN index: building another kind builds it concurrently, then drops the old one. A search
+spells the candidate query for the kind it last read (``PgStore.ann_index``, cached 5 s); right after a switch
+by another process the planner finds no matching index and scans, slower but with the same answers.
 """
 
 from __future__ import annotations
