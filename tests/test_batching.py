@@ -95,8 +95,8 @@ def test_batches_group_similar_lengths_within_the_batch_size():
         assert min(p.length for p in batch) >= MIN_LENGTH_SHARE * max(p.length for p in batch)
     flat = [p.length for b in batches for p in b]
     assert flat == sorted(flat, reverse=True)  # longest first: memory errors surface in the first batch
-    assert [[p.length for p in b] for b in batches] == [[114, 107, 100, 100], [100] * 4, [100] * 4, [77, 70], [40, 36],
-                                                        [26], [3]]
+    assert [[p.length for p in b] for b in batches] == [[114, 107], [100] * 4, [100] * 4, [100] * 2, [77, 70],
+                                                        [40, 36], [26], [3]]
     with pytest.raises(ValueError):
         plan_batches(items, 0)
 
