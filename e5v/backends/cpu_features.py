@@ -36,3 +36,17 @@ def has_int8_dot_product(flags: set[str] | None = None) -> bool | None:
     if flags is None:
         return None
     return any(flag in flags for flag in INT8_DOT_FLAGS)
+
+
+def cpu_vendor(cpuinfo: str | None = None) -> str | None:
+    """``vendor_id`` of the first CPU ("AuthenticAMD", "GenuineIntel", ...), None when unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            return value.strip()
+    return None

@@ -85,6 +85,12 @@ class TorchBackend:
             base = _apply_lora(base, lora)
         base.to(dev).eval()
         base.requires_grad_(False)
+        if dev.type == "cpu" and dt == torch.float32 and lora is None:
+            from .onednn_linear import pack_linears, wanted
+
+            pack, why = wanted()
+            if pack and pack_linears(base):
+                route += f"; {why}"
         backend = cls(base, dev, dt)
         backend.route = route
         return backend

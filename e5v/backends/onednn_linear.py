@@ -1,0 +1,71 @@
+"""fp32 linear layers on oneDNN with pre-packed weights, on CPUs where PyTorch's default (MKL) is slow.
+
+PyTorch's fp32 ``nn.Linear`` on CPU calls MKL's sgemm, and MKL picks its code path by CPU vendor: on AMD CPUs it
+runs its AVX2 kernels even where the CPU has AVX-512. oneDNN picks by instruction set. Measured on 2 cores of
+AMD EPYC Zen 4 (a 1024x4096 by 4096x4096 fp32 matmul, bench/onednn_linear.py): MKL 109 GFLOP/s, oneDNN with the
+weight packed once 240 GFLOP/s. vLLM's CPU build runs its linears on oneDNN, which is most of why its fp32 was
+~2x ours on that CPU and level on a Xeon (BENCHMARKS.md, peers runs 5-6). The arithmetic is the same (fp32
+products and accumulation) in another order: vectors agree with MKL's to ~1e-7.
+
+``E5V_ONEDNN_LINEAR=1`` / ``0`` forces it on / off; by default it is on for AMD CPUs (``cpu_features.cpu_vendor``)
+when PyTorch has oneDNN. Only inference loads without a LoRA adapter are packed (``TorchBackend.load``): packed
+modules have no trainable weight and leave ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .cpu_features import cpu_vendor
+
+#: CPU vendors whose fp32 linears go to oneDNN by default (measured; see the module docstring)
+SLOW_MKL_VENDORS = ("AuthenticAMD",)
+
+
+def wanted(environ: dict | None = None, vendor: str | None = None) -> tuple[bool, str]:
+    """(pack fp32 linears on oneDNN?, why) for this machine."""
+    environ = os.environ if environ is None else environ
+    forced = environ.get("E5V_ONEDNN_LINEAR", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1", f"E5V_ONEDNN_LINEAR={forced}"
+    if not torch.backends.mkldnn.is_available():
+        return False, "this PyTorch has no oneDNN"
+    vendor = cpu_vendor() if vendor is None else vendor
+    if vendor in SLOW_MKL_VENDORS:
+        return True, f"fp32 linears on oneDNN (MKL takes its AVX2 path on {vendor} CPUs, ~2x slower)"
+    return False, f"MKL fp32 linears ({vendor or 'unknown vendor'})"
+
+
+class PackedLinear(nn.Module):
+    """``nn.Linear`` for fp32 CPU inference through ``mkldnn::_linear_pointwise`` on a weight packed once."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().contiguous()
+        # an opaque oneDNN tensor: kept as a plain attribute, so .to() and state_dict() leave it alone
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        out = torch.ops.mkldnn._linear_pointwise(flat, self.packed_weight, self.bias, "none", [], "")
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, oneDNN"
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Replace every fp32 CPU ``nn.Linear`` in ``model`` by a ``PackedLinear``, one at a time (the packed copy
+    of one layer exists beside its original only while it is made); returns how many were replaced."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.weight.dtype == torch.float32 and child.weight.device.type == "cpu":
+                setattr(parent, name, PackedLinear(child))
+                replaced += 1
+    return replaced

@@ -1,0 +1,52 @@
+"""fp32 linears on oneDNN (e5v/backends/onednn_linear.py): the same outputs as nn.Linear, chosen by CPU vendor or
+E5V_ONEDNN_LINEAR, and the same vectors through the real loader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e5v import E5V
+from e5v.backends import onednn_linear
+from e5v.backends.cpu_features import cpu_vendor
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(5, 64), (2, 7, 64), (1, 1, 64)])
+def test_packed_linear_computes_what_nn_linear_does(bias, shape):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48, bias=bias)
+    packed = onednn_linear.PackedLinear(linear)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        got, want = packed(x), linear(x)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert "packed_weight" not in dict(packed.named_buffers()) and all(not p.requires_grad for p in packed.parameters())
+
+
+def test_the_vendor_and_the_environment_decide():
+    assert onednn_linear.wanted({}, "AuthenticAMD")[0] is True
+    assert onednn_linear.wanted({}, "GenuineIntel")[0] is False
+    assert onednn_linear.wanted({"E5V_ONEDNN_LINEAR": "0"}, "AuthenticAMD") == (False, "E5V_ONEDNN_LINEAR=0")
+    assert onednn_linear.wanted({"E5V_ONEDNN_LINEAR": "1"}, "GenuineIntel")[0] is True
+    assert cpu_vendor("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t: avx2\n") == "AuthenticAMD"
+    assert cpu_vendor("") is None
+
+
+def test_a_packed_fp32_load_gives_the_same_vectors(tiny_model_path, images, monkeypatch):
+    items = ["a red car on a wet street", images["green wide"], {"image": images["blue tall"], "text": "in red"}]
+    monkeypatch.setenv("E5V_ONEDNN_LINEAR", "0")
+    plain = E5V.from_pretrained(tiny_model_path, backend="torch", dtype="fp32")
+    monkeypatch.setenv("E5V_ONEDNN_LINEAR", "1")
+    packed = E5V.from_pretrained(tiny_model_path, backend="torch", dtype="fp32")
+    kinds = {type(m).__name__ for m in packed.backend.model.modules()}
+    assert "PackedLinear" in kinds and "Linear" not in kinds  # vision tower, projector and decoder alike
+    assert "PackedLinear" not in {type(m).__name__ for m in plain.backend.model.modules()}
+    assert "oneDNN" not in plain.route and "E5V_ONEDNN_LINEAR=1" in packed.route
+    a, b = plain.encode(items), packed.encode(items)
+    assert np.min(np.sum(a * b, axis=1)) >= 0.99999
+    bf16 = E5V.from_pretrained(tiny_model_path, backend="torch", dtype="bf16")  # only fp32 is packed
+    assert "PackedLinear" not in {type(m).__name__ for m in bf16.backend.model.modules()}
