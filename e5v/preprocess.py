@@ -107,7 +107,7 @@ def _tokenize(item: Item, index: int, prompts: PromptSet, family: str, tokenizer
 #: A batch is cut where the next (shorter) item is below this share of the batch's longest item, so
 #: left padding wastes at most ~1/10 of a batch's compute. The reference recipe pads every batch to its
 #: longest text; on CPU, where cost is proportional to the padded tokens, mixed-length batches of 8 were
-#: ~40% padding. Measured on the bench model's 16 mixed texts (2,905 tokens; 2 cores of AMD Zen 4, best of 3):
+#: ~40% padding. Measured on the bench model's 16 mixed texts (2,905 tokens; 2 cores of AMD Zen 5, best of 3):
 #: OpenVINO int8 2.22 s at 0.75 -> 2.09 s at 0.9 (2.15 s one text at a time), torch bf16 3.83 -> 3.29 s (3.11 s
 #: one at a time): on 2 cores a forward pass is compute-bound from a few dozen tokens, so padding costs more
 #: than a smaller batch does. Vectors do not depend on how items are batched (tests/test_batching.py).

@@ -1,11 +1,11 @@
 """fp32 linear layers on oneDNN with pre-packed weights, on CPUs where PyTorch's default (MKL) is slow.
 
-PyTorch's fp32 ``nn.Linear`` on CPU calls MKL's sgemm, and MKL picks its code path by CPU vendor: on AMD CPUs it
-runs its AVX2 kernels even where the CPU has AVX-512. oneDNN picks by instruction set. Measured on 2 cores of
-AMD EPYC Zen 4 (a 1024x4096 by 4096x4096 fp32 matmul, bench/onednn_linear.py): MKL 109 GFLOP/s, oneDNN with the
-weight packed once 240 GFLOP/s. vLLM's CPU build runs its linears on oneDNN, which is most of why its fp32 was
-~2x ours on that CPU and level on a Xeon (BENCHMARKS.md, peers runs 5-6). The arithmetic is the same (fp32
-products and accumulation) in another order: vectors agree with MKL's to ~1e-7.
+PyTorch's fp32 ``nn.Linear`` on CPU calls MKL's sgemm. MKL is known to choose its kernels by CPU vendor, and on
+AMD it runs far below the CPU's AVX-512 rate; oneDNN chooses by instruction set. Measured on 2 cores of AMD EPYC
+Zen 5 (cpu family 26; bench/onednn_linear.py, 1024 tokens at the bench model's widths): MKL 176-186 GFLOP/s,
+oneDNN with the weight packed once 406-433 GFLOP/s (2.2-2.4x). vLLM's CPU build runs its linears on oneDNN,
+which is why its fp32 was ~2x ours on AMD and level on a Xeon (BENCHMARKS.md, peers runs 5-7). The arithmetic
+is the same (fp32 products and accumulation) in another order: vectors agree with MKL's to ~1e-7.
 
 ``E5V_ONEDNN_LINEAR=1`` / ``0`` forces it on / off; by default it is on for AMD CPUs (``cpu_features.cpu_vendor``)
 when PyTorch has oneDNN. Only inference loads without a LoRA adapter are packed (``TorchBackend.load``): packed

@@ -7,7 +7,7 @@ distance (2 KB a row: k-means in float space); HNSW indexes ``binary_quantize(ve
 distance (512 B a row). A search asks the index for ``refine_factor * k`` candidates by its own distance and
 re-ranks them by exact cosine on the full vectors, so the scores returned are exact either way.
 
-Why, measured on 1M clustered 4,096-d vectors (10,000 clusters, bench/results/store.md; 2 cores, Zen 4):
+Why, measured on 1M clustered 4,096-d vectors (10,000 clusters, bench/results/store.md; 2 cores, AMD Zen 5):
 the 1-bit codes themselves rank well (the exact Hamming top-200, re-ranked, holds the exact top-10 for 100 of
 100 queries), but the indexes over them lose the query's cluster: HNSW (m 16, ef_construction 64) recall@10
 0.735 at 200 candidates (0.81 at pgvector's 1,000-candidate ceiling), IVFFlat over the codes (k-means on bits)
