@@ -41,7 +41,11 @@ def test_a_packed_fp32_load_gives_the_same_vectors(tiny_model_path, images, monk
     monkeypatch.setenv("E5V_ONEDNN_LINEAR", "0")
     plain = E5V.from_pretrained(tiny_model_path, backend="torch", dtype="fp32")
     monkeypatch.setenv("E5V_ONEDNN_LINEAR", "1")
+    released = []
+    real = onednn_linear.release_range
+    monkeypatch.setattr(onednn_linear, "release_range", lambda *a: released.append(real(*a)) or released[-1])
     packed = E5V.from_pretrained(tiny_model_path, backend="torch", dtype="fp32")
+    assert sum(released) > 0, "the originals' mapped pages were never dropped"
     kinds = {type(m).__name__ for m in packed.backend.model.modules()}
     assert "PackedLinear" in kinds and "Linear" not in kinds  # vision tower, projector and decoder alike
     assert "PackedLinear" not in {type(m).__name__ for m in plain.backend.model.modules()}

@@ -15,11 +15,13 @@ modules have no trainable weight and leave ``state_dict``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .cpu_features import cpu_vendor
+from .mapped_pages import file_ranges, release_range
 
 #: CPU vendors whose fp32 linears go to oneDNN by default (measured; see the module docstring)
 SLOW_MKL_VENDORS = ("AuthenticAMD",)
@@ -59,13 +61,25 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, oneDNN"
 
 
-def pack_linears(model: nn.Module) -> int:
-    """Replace every fp32 CPU ``nn.Linear`` in ``model`` by a ``PackedLinear``, one at a time (the packed copy
-    of one layer exists beside its original only while it is made); returns how many were replaced."""
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.weight.dtype == torch.float32 and child.weight.device.type == "cpu":
-                setattr(parent, name, PackedLinear(child))
-                replaced += 1
-    return replaced
+def pack_linears(model: nn.Module, files: list[Path] = ()) -> int:
+    """Replace every fp32 CPU ``nn.Linear`` in ``model`` by a ``PackedLinear``, one at a time; returns how many.
+
+    The originals are dead once packed. Those memory-mapped from ``files`` (the checkpoint's safetensors) have
+    their pages dropped as each layer is packed (``mapped_pages.release_range``), so the load ends holding the
+    packed weights instead of the packed weights plus the whole checkpoint's pages; a weight whose storage another
+    tensor still uses (tied) is left alone."""
+    def packable(module: nn.Module) -> bool:
+        return type(module) is nn.Linear and module.weight.dtype == torch.float32 and module.weight.device.type == "cpu"
+
+    # (parent, name) pairs, not the layers: a list holding the layers would keep every original alive to the end
+    slots = [(parent, name) for parent in model.modules() for name, child in parent.named_children() if packable(child)]
+    weights = {id(getattr(parent, name).weight) for parent, name in slots}
+    shared = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()] if id(t) not in weights}
+    within = file_ranges(list(files))
+    for parent, name in slots:
+        linear = getattr(parent, name)
+        setattr(parent, name, PackedLinear(linear))
+        weight = linear.weight
+        if within and weight.untyped_storage().data_ptr() not in shared:
+            release_range(weight.data_ptr(), weight.data_ptr() + weight.numel() * weight.element_size(), within)
+    return len(slots)

@@ -56,8 +56,9 @@ class CpuRoute:
 #:   2026.4 never runs AMX-INT8 for int8-compressed weights; with its default bf16 precision it decompresses
 #:   them into ``brgemm_avx512_amx_bf16`` (dynamic quantization ignored), with f32 precision its int8 path is
 #:   slower still (bench/ov_profile.py).
-#: - avx512_bf16 / avx512_vnni (AMD Zen 4, Xeon 2nd-3rd gen): the int8 export's VNNI kernels, 1.14-1.50x (texts)
-#:   and 1.40-1.51x (per image) vLLM CPU bf16 on Zen 4 (runs 2-4), min cos 0.99918; torch bf16 0.89-0.94x there.
+#: - avx512_bf16 / avx512_vnni (AMD Zen 4 and Zen 5, Xeon 2nd-3rd gen): the int8 export's VNNI kernels, 1.14-1.50x
+#:   (texts) and 1.40-1.51x (per image) vLLM CPU bf16 on Zen 4 (runs 2-4), 1.76x / 1.61x on Zen 5 (run 6), min cos
+#:   0.99918; torch bf16 0.89-0.94x (Zen 4), 1.02x / 0.79x (Zen 5) there.
 #: - avx_vnni (Intel client CPUs without AVX-512): the same int8 kernels at 256 bits (not measured here).
 #: - avx2 (AMD Zen 2/3): OpenVINO decompresses int8 weights to f32 (fp32 speed) and bf16 GEMMs are 5-6x slower
 #:   than fp32, so torch fp32.

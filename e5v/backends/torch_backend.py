@@ -86,10 +86,11 @@ class TorchBackend:
         base.to(dev).eval()
         base.requires_grad_(False)
         if dev.type == "cpu" and dt == torch.float32 and lora is None:
+            from ..checkpoint import checkpoint_files
             from .onednn_linear import pack_linears, wanted
 
             pack, why = wanted()
-            if pack and pack_linears(base):
+            if pack and pack_linears(base, checkpoint_files(components.path)):
                 route += f"; {why}"
         backend = cls(base, dev, dt)
         backend.route = route
