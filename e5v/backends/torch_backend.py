@@ -85,11 +85,11 @@ class TorchBackend:
             base = _apply_lora(base, lora)
         base.to(dev).eval()
         base.requires_grad_(False)
-        if dev.type == "cpu" and dt == torch.float32 and lora is None:
+        if dev.type == "cpu" and dt in (torch.float32, torch.bfloat16) and lora is None:
             from ..checkpoint import checkpoint_files
             from .onednn_linear import pack_linears, wanted
 
-            pack, why = wanted()
+            pack, why = wanted(dt)
             if pack and pack_linears(base, checkpoint_files(components.path)):
                 route += f"; {why}"
         backend = cls(base, dev, dt)
