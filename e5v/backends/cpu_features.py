@@ -15,9 +15,9 @@ from pathlib import Path
 INT8_DOT_FLAGS = ("avx512_vnni", "amx_int8", "avx_vnni")
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
-    """Flags of the first CPU in ``cpuinfo`` (default: this machine's /proc/cpuinfo); None when unknown
-    (not Linux, or no flags line, e.g. some ARM kernels)."""
+def cpu_field(name: str, cpuinfo: str | None = None) -> str | None:
+    """The value of ``name`` for the first CPU in ``cpuinfo`` (default: this machine's /proc/cpuinfo); None when
+    unknown (not Linux, or no such line, e.g. flags on some ARM kernels)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -25,9 +25,15 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
             return None
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return set(value.split())
+        if key.strip() == name:
+            return value.strip()
     return None
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
+    """Flags of the first CPU in ``cpuinfo`` (default: this machine's), None when unknown."""
+    flags = cpu_field("flags", cpuinfo)
+    return None if flags is None else set(flags.split())
 
 
 def has_int8_dot_product(flags: set[str] | None = None) -> bool | None:
@@ -40,13 +46,4 @@ def has_int8_dot_product(flags: set[str] | None = None) -> bool | None:
 
 def cpu_vendor(cpuinfo: str | None = None) -> str | None:
     """``vendor_id`` of the first CPU ("AuthenticAMD", "GenuineIntel", ...), None when unknown."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "vendor_id":
-            return value.strip()
-    return None
+    return cpu_field("vendor_id", cpuinfo)
