@@ -71,17 +71,10 @@ def cpu_note() -> str:
 def _family() -> str:
     """", cpu family F model M" from /proc/cpuinfo: model names such as "AMD EPYC" hide the generation
     (family 25 is Zen 3/4, 26 is Zen 5; Intel's family 6 models tell Ice Lake from Sapphire Rapids)."""
-    fields = {}
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() in ("cpu family", "model") and key.strip() not in fields:
-                fields[key.strip()] = value.strip()
-            if not line.strip():
-                break
-    except OSError:
-        return ""
-    return f", cpu family {fields['cpu family']} model {fields['model']}" if len(fields) == 2 else ""
+    from e5v.backends.cpu_features import cpu_field
+
+    family, model = cpu_field("cpu family"), cpu_field("model")
+    return f", cpu family {family} model {model}" if family and model else ""
 
 
 def machine_note() -> str:
