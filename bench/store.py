@@ -266,6 +266,8 @@ def main() -> None:
                    help="pgvector HNSW: candidates = refine x k from the index, re-ranked exactly")
     p.add_argument("--pg-index", nargs="+", choices=["ivfflat", "hnsw"], default=["ivfflat", "hnsw"],
                    help="pgvector: the ANN index kinds to build and query, in this order")
+    p.add_argument("--pg-hnsw", type=int, nargs=2, metavar=("M", "EF_CONSTRUCTION"), default=None,
+                   help="pgvector HNSW build parameters (default: the store's, e5v.store.pg_ann)")
     p.add_argument("--pg-probes", type=int, nargs="+", default=[0],
                    help="pgvector IVFFlat: lists probed (0: the store's default)")
     p.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir, removed)")

@@ -31,6 +31,8 @@ def run_pg(regime: str, n: int, args: Any, data: Any, qs: np.ndarray, truth: lis
     os.environ.setdefault("E5V_PG_BUILD_MEMORY", SETTINGS["maintenance_work_mem"])
     postgres.BUILD_MEMORY = os.environ["E5V_PG_BUILD_MEMORY"]
     postgres.SEARCH_TIMEOUT = "1h"  # exact scans of 1M rows are slow: that is what is measured
+    if args.pg_hnsw:  # other HNSW build parameters than the store's defaults
+        pg_ann.HNSW_M, pg_ann.HNSW_EF_CONSTRUCTION = args.pg_hnsw
     rows_out = []
     with local_postgres(SETTINGS) as url:
         store = Store.open(f"{url}#bench", config={"bench": True, "dim": dim})
