@@ -252,7 +252,7 @@ def test_ivfflat_probes_trade_recall_and_replacing_the_index_kind(pg_db, model):
     the other kind replaces the index, and an INVALID leftover of an interrupted build is dropped first."""
     store, queries = _clustered_store(pg_db, model, n_clusters=60, per_cluster=200)  # 12,000 rows: 12 lists
     exact = [[h["id"] for h in store.search(q, k=10)] for q in queries]
-    store.build_ann()
+    store.build_ann("ivfflat")
     index = store.ann_index
     assert (index.kind, index.lists) == ("ivfflat", 12)
 
@@ -271,10 +271,11 @@ def test_ivfflat_probes_trade_recall_and_replacing_the_index_kind(pg_db, model):
                      (f"{store.table}_bq_hnsw",))  # what a build killed half-way leaves
     other = Store.open(pg_db)  # a fresh reader (no cached index facts) sees no usable index: exact scans
     assert not other.has_ann and [h["id"] for h in other.search(queries[0], k=10)] == exact[0]
-    assert other.build_ann()["index_type"] == "IVFFLAT"  # the invalid HNSW dropped; the default kind built
-    assert other.ann_index.kind == "ivfflat" and recall(other) >= 0.95
+    assert other.build_ann()["index_type"] == "HNSW"  # the invalid HNSW dropped; the default kind built anew
+    assert other.ann_index.kind == "hnsw" and recall(other) >= 0.95
+    assert other.build_ann("ivfflat")["index_type"] == "IVFFLAT" and recall(other) >= 0.95
     # stale facts (for ANN_FACTS_TTL): the candidate query no longer matches the index; PostgreSQL scans, answers hold
-    assert store.ann_index.kind == "hnsw" and recall() >= 0.95
+    assert recall() >= 0.95  # whether its facts are stale (hnsw, within ANN_FACTS_TTL) or fresh (ivfflat)
     with pytest.raises(ValueError, match="kind must be one of"):
         other.build_ann("diskann")
 

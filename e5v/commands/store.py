@@ -100,7 +100,7 @@ _FROM_PRETRAINED = ("backend", "device", "dtype", "image_mode", "lora", "pooling
 @click.option("--build-ann", is_flag=True, help="Build (or rebuild) the ANN index after adding.")
 @click.option("--no-ann", is_flag=True, help="Never build an ANN index automatically.")
 @click.option("--ann-index", type=click.Choice(["ivfflat", "hnsw"]), default=None,
-              help="PostgreSQL stores: the ANN index to build (docs/store.md#ann-on-postgresql).  [default: ivfflat]")
+              help="PostgreSQL stores: the ANN index to build (docs/store.md#ann-on-postgresql).  [default: hnsw]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @friendly_errors

@@ -1,22 +1,21 @@
-"""The PostgreSQL store's ANN indexes, each followed by an exact re-rank: IVFFlat (the default) over a halfvec
-of the first ``PREFIX_DIMS`` dims, or HNSW over binary codes.
+"""The PostgreSQL store's ANN indexes, each followed by an exact re-rank: HNSW (the default) over binary codes,
+or IVFFlat over a halfvec of the first ``PREFIX_DIMS`` dims.
 
 pgvector indexes at most 2,000 dims of ``vector`` and 4,000 of ``halfvec``, and E5-V has 4,096, so neither
-indexes the vectors themselves. IVFFlat indexes ``subvector(vector, 1, 1024)::halfvec(1024)`` with cosine
-distance (2 KB a row: k-means in float space); HNSW indexes ``binary_quantize(vector)::bit(dim)`` with Hamming
-distance (512 B a row). A search asks the index for ``refine_factor * k`` candidates by its own distance and
-re-ranks them by exact cosine on the full vectors, so the scores returned are exact either way.
+indexes the vectors themselves. HNSW indexes ``binary_quantize(vector)::bit(dim)`` with Hamming distance (512 B a
+row); IVFFlat indexes ``subvector(vector, 1, 1024)::halfvec(1024)`` with cosine distance (2 KB a row). A search
+asks the index for ``refine_factor * k`` candidates by its own distance and re-ranks them by exact cosine on the
+full vectors, so the scores returned are exact either way.
 
 Why, measured on 1M clustered 4,096-d vectors (10,000 clusters, bench/results/store.md; 2 cores, AMD Zen 5):
-the 1-bit codes themselves rank well (the exact Hamming top-200, re-ranked, holds the exact top-10 for 100 of
-100 queries), but the indexes over them lose the query's cluster: HNSW (m 16, ef_construction 64) recall@10
-0.735 at 200 candidates (0.81 at pgvector's 1,000-candidate ceiling), IVFFlat over the codes (k-means on bits)
-0.63-0.73 at 32-100 of 1,000 lists. IVFFlat over the float prefix reaches 0.84 at the default 32 probes
-(46 ms p50; 0.88 at 64 probes) - still under LanceDB's IVF_RQ on the same data (0.97-0.985), which is why
-docs/store.md sends users who need recall past ~1M rows to LanceDB or ``exact=True``. At 100k rows: HNSW
-0.998 (6.4 ms), IVFFlat prefix 0.986 (11.4 ms), IVFFlat bits 0.972 (8.3 ms). PostgreSQL maintains both kinds
-on every insert, but IVFFlat's lists keep the centroids of the rows present when it was built (rebuild after
-the table has grown several times over; ``build_ann(rebuild=True)``).
+the 1-bit codes rank well (the exact Hamming top-200, re-ranked, holds the exact top-10 of every query), and
+HNSW with m 32 / ef_construction 96 finds them: recall@10 **0.992 at 33 ms p50** at the default 200 candidates
+(LanceDB IVF_RQ on the same data: 0.971-0.985 at ~36 ms), built in 759 s, 1.0 GB. With m 16 / ef_construction
+64 the graph linked the clusters too sparsely (0.735, 0.81 even at pgvector's 1,000-candidate ceiling).
+IVFFlat (``kind="ivfflat"``, ``nprobes``) is the lighter build (140 s) at lower recall there: 0.844 at 32 of
+1,000 lists (46 ms), and over binary codes it was worse still (0.632). PostgreSQL maintains both kinds on every
+insert, but IVFFlat's lists keep the centroids of the rows present when it was built (rebuild after the table
+has grown several times over; ``build_ann(rebuild=True)``); HNSW has no such staleness.
 
 A table keeps one ANN index: building another kind builds it concurrently, then drops the old one. A search
 spells the candidate query for the kind it last read (``PgStore.ann_index``, cached 5 s); right after a switch
@@ -30,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("ivfflat", "hnsw")
-DEFAULT_KIND = "ivfflat"
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+DEFAULT_KIND = "hnsw"
+HNSW_M = 32  # 16 / 64 lost the clusters at 1M rows (recall@10 0.735); see the module docstring
+HNSW_EF_CONSTRUCTION = 96
 MAX_EF_SEARCH = 1000  # pgvector's ceiling for hnsw.ef_search
 MAX_LISTS = 32768  # pgvector's ceiling for ivfflat lists
 MIN_PROBES = 10

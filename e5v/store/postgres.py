@@ -10,9 +10,9 @@ server adds:
   commit; a rerun skips what is stored. No lock file, so Spark executors write their partitions directly.
 - **Search while indexing** (MVCC): searches run in read-only transactions under a statement timeout, so
   even an owner's raw ``where`` cannot write or run forever.
-- **ANN for 4,096 dims**: IVFFlat (default) on a halfvec of the first 1,024 dims, or HNSW on
-  ``binary_quantize(vector)::bit(dim)`` (Hamming), candidates re-ranked by exact cosine on the full vectors
-  (``pg_ann`` explains why and which, with the 1M-row recall that is still below LanceDB's). Built
+- **ANN for 4,096 dims**: HNSW (default) on ``binary_quantize(vector)::bit(dim)`` (Hamming), or IVFFlat on a
+  halfvec of the first 1,024 dims, candidates re-ranked by exact cosine on the full vectors (``pg_ann`` explains
+  why and which). Built
   concurrently, so writers and searches go on meanwhile; PostgreSQL then maintains it on every insert.
 
 Needs the ``pgvector`` extra (``pip install "e5v[pgvector]"``) and pgvector >= 0.7 in the database.
@@ -100,7 +100,7 @@ class PgStore:
         """Embed ``sources`` and store them (``Store.add``'s contract); content already stored is skipped.
 
         Other writers may add to the same store at the same time: an item both embed is stored once.
-        ``ann_kind`` is the index ``build_ann`` builds (``pg_ann.KINDS``; default: the table's, else IVFFlat).
+        ``ann_kind`` is the index ``build_ann`` builds (``pg_ann.KINDS``; default: the table's, else HNSW).
         """
         if self.model is None:
             raise StoreError("this store was opened without a model; pass one to Store.open to add items")
@@ -243,7 +243,7 @@ class PgStore:
     # ----------------------------------------------------------------- index and facts
     def build_ann(self, kind: str | None = None, *, rebuild: bool = False) -> dict:
         """Make ``kind`` ("ivfflat" or "hnsw"; ``pg_ann``) the table's ANN index, concurrently (writers and
-        searches go on). ``kind`` None keeps the table's kind, else IVFFlat. A no-op when a valid one of that
+        searches go on). ``kind`` None keeps the table's kind, else HNSW. A no-op when a valid one of that
         kind exists, unless ``rebuild`` (IVFFlat after the table has grown several times over); an index of the
         other kind is replaced.
         """
