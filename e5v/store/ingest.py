@@ -3,6 +3,7 @@ turn each chunk into table rows, commit it; plus the checks on rows embedded els
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -97,13 +98,8 @@ def stored_among(existing: Any, hashes: list[str]) -> set[str]:
 
 def _windows(found: Iterable[Record | Problem], size: int) -> Iterator[list[Record | Problem]]:
     """``found`` in lists of ``size``: discovery runs at most this many records ahead of embedding."""
-    window: list[Record | Problem] = []
-    for record in found:
-        window.append(record)
-        if len(window) >= size:
-            yield window
-            window = []
-    if window:
+    iterator = iter(found)
+    while window := list(itertools.islice(iterator, size)):
         yield window
 
 

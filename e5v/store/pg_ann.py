@@ -151,8 +151,7 @@ def _lists(reloptions: list[str] | None) -> int | None:
     return int(options["lists"]) if "lists" in options else None
 
 
-def build(conn: Any, table: str, dim: int, kind: str | None, n_rows: int, build_memory: str,
-          rebuild: bool = False) -> AnnIndex:
+def build(conn: Any, table: str, dim: int, kind: str | None, build_memory: str, rebuild: bool = False) -> AnnIndex:
     """Make ``kind`` the table's one ANN index (concurrently: writers and searches go on); returns it.
 
     ``kind`` None keeps the kind the table has (else ``DEFAULT_KIND``). A valid index of that kind is kept
@@ -170,7 +169,8 @@ def build(conn: Any, table: str, dim: int, kind: str | None, n_rows: int, build_
     if existing is None or existing.kind != kind:
         conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (build_memory,))
         try:
-            conn.execute(ddl(table, dim, kind, n_rows))
+            n_rows = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) if kind == "ivfflat" else 0
+            conn.execute(ddl(table, dim, kind, n_rows))  # only IVFFlat's lists depend on the rows
         except Exception:
             conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # a failed concurrent build leaves it INVALID
             raise

@@ -12,8 +12,8 @@ server adds:
   even an owner's raw ``where`` cannot write or run forever.
 - **ANN for 4,096 dims**: HNSW (default) on ``binary_quantize(vector)::bit(dim)`` (Hamming), or IVFFlat on a
   halfvec of the first 1,024 dims, candidates re-ranked by exact cosine on the full vectors (``pg_ann`` explains
-  why and which). Built
-  concurrently, so writers and searches go on meanwhile; PostgreSQL then maintains it on every insert.
+  why and which). Built concurrently, so writers and searches go on meanwhile; PostgreSQL then maintains it on
+  every insert.
 
 Needs the ``pgvector`` extra (``pip install "e5v[pgvector]"``) and pgvector >= 0.7 in the database.
 """
@@ -250,7 +250,7 @@ class PgStore:
         with self._session() as conn:
             try:
                 conn.execute(schema.metadata_index_ddl(self.table, concurrently=True))  # stores from before it existed
-                built = pg_ann.build(conn, self.table, self.dim, kind, self._count(conn), BUILD_MEMORY, rebuild)
+                built = pg_ann.build(conn, self.table, self.dim, kind, BUILD_MEMORY, rebuild)
             except schema.psycopg_module().Error as exc:
                 raise StoreError(f"building the {kind or 'ANN'} index on {self.root} failed: {str(exc).strip()}") from None
             finally:
@@ -274,10 +274,7 @@ class PgStore:
 
     def __len__(self) -> int:
         with self._session() as conn:
-            return self._count(conn)
-
-    def _count(self, conn: Any) -> int:
-        return int(conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+            return int(conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -307,8 +304,8 @@ def _as_is(text: str) -> str:
 
 
 class _StoredHashes:
-    """Which hashes are stored: ``among`` asks the database once per window of records (content another
-    writer stored counts); ``add`` remembers this run's items."""
+    """Which hashes are stored, for ``ingest.embed_and_commit``: ``among`` asks the database once per window of
+    records (content another writer stored counts); ``add`` remembers this run's items."""
 
     def __init__(self, store: PgStore):
         self.store, self.local = store, set()
@@ -317,9 +314,6 @@ class _StoredHashes:
         local = {h for h in hashes if h in self.local}
         rest = [h for h in hashes if h not in local]
         return local | (self.store.stored_among(rest) if rest else set())
-
-    def __contains__(self, content_hash: str) -> bool:
-        return bool(self.among([content_hash]))
 
     def add(self, content_hash: str) -> None:
         self.local.add(content_hash)
