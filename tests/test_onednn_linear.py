@@ -38,6 +38,8 @@ def test_the_vendor_the_cpu_kind_and_the_environment_decide():
     assert onednn_linear.wanted(bf16, {}, flags={"avx2", "avx512_bf16"})[0] is True
     assert onednn_linear.wanted(bf16, {}, flags={"avx2", "amx_bf16"})[0] is True
     assert onednn_linear.wanted(bf16, {}, flags={"avx2"})[0] is False
+    with pytest.raises(ValueError, match="E5V_ONEDNN_LINEAR must be 0 or 1"):
+        onednn_linear.wanted(fp32, {"E5V_ONEDNN_LINEAR": "yes"}, "AuthenticAMD")
     assert cpu_vendor("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t: avx2\n") == "AuthenticAMD"
     assert cpu_vendor("") is None
 

@@ -68,6 +68,7 @@ def test_same_rankings_and_exact_cosines_as_the_lance_store(pg_store, lance_stor
     ({"$or": [{"source": "web"}, {"year": {"$lt": 2000}}]}, {0, 2}, True),
     ({"$and": [{"source": "web"}, {"ok": False}]}, set(), False),
     ({"source": "x') OR (1=1"}, set(), False),
+    ({"o'k\"ey\\": {"$in": ["v", "x') OR (1=1"]}}, set(), False),  # hostile key and values through the GIN hint
 ])
 def test_structured_filters_select_the_same_rows_as_lance(pg_store, lance_store, spec, expected, lance_coerces):
     pg = {h["text"] for h in pg_store.search("item", k=20, filter=spec)}

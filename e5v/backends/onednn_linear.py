@@ -37,6 +37,8 @@ def wanted(dtype: torch.dtype = torch.float32, environ: dict | None = None, vend
     forced = environ.get("E5V_ONEDNN_LINEAR", "").strip()
     if forced in ("0", "1"):
         return forced == "1", f"E5V_ONEDNN_LINEAR={forced}"
+    if forced:
+        raise ValueError(f"E5V_ONEDNN_LINEAR must be 0 or 1 (or unset for the CPU's default), got {forced!r}")
     if not torch.backends.mkldnn.is_available():
         return False, "this PyTorch has no oneDNN"
     if dtype == torch.bfloat16:
